@@ -1,0 +1,87 @@
+"""The small interface between the engine and the faces that tell its health.
+
+The engine (``start``) implements :class:`Pod`; everything in ``healthz`` reads it. Data flows
+one way: the faces ask for a :class:`PodSnapshot` and never reach into the engine's objects.
+This module imports nothing heavy so ``podctl`` and the engine can both use it cheaply.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class State(enum.StrEnum):
+    """Lifecycle states of one service (drawn in docs/LIFECYCLE.md)."""
+
+    STOPPED = "stopped"  # not running and not asked to run
+    WAITING = "waiting"  # asked to run, waiting for the services named in `after`
+    STARTING = "starting"  # spawned, inside startsecs / the startup window
+    RUNNING = "running"  # spawned and past startsecs
+    BACKOFF = "backoff"  # died; a restart is scheduled
+    STOPPING = "stopping"  # stop signal sent, waiting for the process group to go
+    EXITED = "exited"  # ended and autorestart says leave it
+    FATAL = "fatal"  # start retries used up; still retried, at the backoff cap
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSnapshot:
+    """What is known of one service at one moment. `reason` is for the control socket only."""
+
+    name: str
+    state: State
+    critical: bool
+    ready: bool  # the readiness verdict: probe passed recently (or running, with no probe)
+    live: bool  # the liveness verdict: not failed `failures` liveness probes in a row
+    pid: int | None
+    started_at: float | None  # wall-clock time of the current spawn
+    restarts: int
+    restarts_by_reason: dict[str, int] = field(default_factory=dict)
+    last_exit: str | None = None  # "exit 1", "signal 9 (SIGKILL)"
+    last_exit_code: int | None = None  # exit status, or -signal
+    reason: str = ""  # why it is not ok; never shown on the TCP port
+    budget_exhausted: bool = False  # used up its restart_budget (critical: /livez fails)
+    probe_durations: tuple[tuple[str, float, bool], ...] = ()  # (kind, seconds, passed) since last read
+
+
+@dataclass(frozen=True, slots=True)
+class PodSnapshot:
+    services: tuple[ServiceSnapshot, ...]
+    draining: bool
+    started_up: bool  # every critical service has been ready since boot
+    booted_at: float
+    reload_errors: tuple[str, ...] = ()
+
+    def service(self, name: str) -> ServiceSnapshot | None:
+        return next((s for s in self.services if s.name == name), None)
+
+
+class UnknownService(LookupError):
+    """A verb named a service the catalogue does not have."""
+
+
+class Pod(Protocol):
+    """What the faces may ask of the engine."""
+
+    def snapshot(self) -> PodSnapshot: ...
+
+    def loop_lag(self) -> float:
+        """Seconds the event loop was late on its last heartbeat (a stuck loop fails /livez)."""
+        ...
+
+    async def start_service(self, name: str) -> str: ...
+
+    async def stop_service(self, name: str) -> str: ...
+
+    async def restart_service(self, name: str) -> str: ...
+
+    async def signal_service(self, name: str, signum: int) -> str: ...
+
+    async def reload(self) -> tuple[bool, list[str]]:
+        """Re-read the catalogue; (applied, messages)."""
+        ...
+
+    def pids_of(self, name: str) -> list[int]:
+        """Main pid first, for resource accounting of the whole process tree."""
+        ...

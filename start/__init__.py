@@ -1,0 +1,1 @@
+"""The entrypoint and the engine: catalogue, spawn, reap, restart, stop, drain, log pumps."""
