@@ -8,6 +8,7 @@ This module imports nothing heavy so ``podctl`` and the engine can both use it c
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,7 +43,6 @@ class ServiceSnapshot:
     last_exit_code: int | None = None  # exit status, or -signal
     reason: str = ""  # why it is not ok; never shown on the TCP port
     budget_exhausted: bool = False  # used up its restart_budget (critical: /livez fails)
-    probe_durations: tuple[tuple[str, float, bool], ...] = ()  # (kind, seconds, passed) since last read
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,24 @@ class PodSnapshot:
 
 class UnknownService(LookupError):
     """A verb named a service the catalogue does not have."""
+
+
+class VerbFailed(RuntimeError):
+    """A verb was carried out but did not reach its goal; ``str(exc)`` says why.
+
+    For example a start whose process died inside ``startsecs``, or a stop that needed SIGKILL.
+    The control socket answers it as ``{"ok": false, "message": str(exc)}``.
+    """
+
+
+# A name a person may type and a path may hold: no slash, no leading dot (so never `.`/`..`),
+# bounded so it cannot blow up a log file name or a metrics label.
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def is_service_name(text: str) -> bool:
+    """Whether `text` can be a service name; checked before a name is looked up or used."""
+    return _SERVICE_NAME.fullmatch(text) is not None
 
 
 class Pod(Protocol):

@@ -1,0 +1,3 @@
+from start.cli import main
+
+main()

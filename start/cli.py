@@ -1,0 +1,144 @@
+"""`coditect-start`: the container's CMD. Argument parsing and settings only; fast to import."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+
+EPILOG = """\
+environment (a flag wins over its variable):
+  CODITECT_CATALOGUE          catalogue directory (supervisord.conf + conf.d/)
+  CODITECT_CATALOGUE_OVERLAY  file whose sections replace keys of the catalogue's (the demo)
+  CODITECT_HOME               the .coditect state directory (default /app/.coditect)
+  CODITECT_TEMPLATE           the image's copy of .coditect, seeded from on boot
+  CODITECT_RUN                runtime files and podctl.sock (default /run/coditect)
+  CODITECT_HEALTH_ADDR        health listener HOST:PORT (default 0.0.0.0:8081)
+  CODITECT_DRAIN_TIMEOUT      seconds the SIGTERM drain may take (default 25)
+  CODITECT_LOG_FORMAT         json | console | auto (default auto: console on a TTY)
+
+exit codes:
+  0   drained: every child stopped inside the deadline
+  1   runtime failure, or the drain deadline had to SIGKILL what was left
+  2   usage error
+  78  invalid catalogue or .coditect problem: nothing was started
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    catalogue: Path
+    overlay: Path | None
+    home: Path
+    template: Path | None
+    run_dir: Path
+    health_addr: str
+    drain_timeout: float
+    log_format: str
+    check_only: bool
+
+
+def default_catalogue() -> Path:
+    """The catalogue installed with the package, beside the code that reads it."""
+    import importlib.util
+
+    found = importlib.util.find_spec("coditect_pod_catalogue")
+    if found is not None and found.submodule_search_locations:
+        return Path(next(iter(found.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "supervisor"
+
+
+def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="coditect-start",
+        description="PID 1 of a Coditect pod: prepares .coditect, starts and supervises the "
+        "services of the catalogue, serves their health.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    env = environ.get
+    parser.add_argument("--catalogue", type=Path, default=env("CODITECT_CATALOGUE"),
+                        metavar="DIR", help="catalogue directory or supervisord.conf")
+    parser.add_argument("--overlay", type=Path, default=env("CODITECT_CATALOGUE_OVERLAY"),
+                        metavar="FILE", help="sections whose keys replace the catalogue's")
+    parser.add_argument("--home", type=Path, default=env("CODITECT_HOME", "/app/.coditect"),
+                        metavar="DIR")
+    parser.add_argument("--template", type=Path, default=env("CODITECT_TEMPLATE"),
+                        metavar="DIR")
+    parser.add_argument("--run-dir", type=Path, default=env("CODITECT_RUN", "/run/coditect"),
+                        metavar="DIR")
+    parser.add_argument("--health-addr", default=env("CODITECT_HEALTH_ADDR", "0.0.0.0:8081"),
+                        metavar="HOST:PORT")
+    parser.add_argument("--drain-timeout", default=env("CODITECT_DRAIN_TIMEOUT", "25"),
+                        metavar="SECONDS")
+    parser.add_argument("--log-format", choices=("json", "console", "auto"),
+                        default=env("CODITECT_LOG_FORMAT", "auto"))
+    parser.add_argument("--check", action="store_true",
+                        help="validate the catalogue and exit (0 valid, 78 invalid)")
+    args = parser.parse_args(argv)
+    try:
+        drain_timeout = float(args.drain_timeout)
+        if not 0 < drain_timeout < 3600:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--drain-timeout: {args.drain_timeout!r} is not a number of seconds "
+                     "between 0 and 3600")
+    if args.log_format not in ("json", "console", "auto"):
+        parser.error(f"CODITECT_LOG_FORMAT: {args.log_format!r}; use json, console or auto")
+    return Settings(
+        catalogue=args.catalogue or default_catalogue(),
+        overlay=args.overlay,
+        home=args.home,
+        template=args.template,
+        run_dir=args.run_dir,
+        health_addr=args.health_addr,
+        drain_timeout=drain_timeout,
+        log_format=args.log_format,
+        check_only=args.check,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    environ = dict(os.environ)
+    try:
+        settings = parse_args(argv, environ)
+    except SystemExit as exit_:
+        return EXIT_USAGE if exit_.code not in (0, None) else EXIT_OK
+    # Children expand %(ENV_CODITECT_*)s in the catalogue: give them the resolved values.
+    resolved = {"CODITECT_HOME": str(settings.home), "CODITECT_RUN": str(settings.run_dir),
+                "CODITECT_WORKSPACE": environ.get("CODITECT_WORKSPACE", "/workspace")}
+    environ.update(resolved)
+    os.environ.update(resolved)
+
+    from start.catalogue import load_catalogue
+    from start.errors import ConfigError
+
+    try:
+        catalogue = load_catalogue(settings.catalogue, overlay=settings.overlay, environ=environ)
+    except ConfigError as error:
+        for problem in error.problems:
+            sys.stderr.write(f"coditect-start: {problem}\n")
+        sys.stderr.write(f"coditect-start: catalogue invalid ({len(error.problems)} "
+                         f"problem{'s' if len(error.problems) != 1 else ''}); nothing started\n")
+        return EXIT_CONFIG
+    if settings.check_only:
+        for note in catalogue.notes:
+            sys.stdout.write(f"note: {note}\n")
+        names = ", ".join(s.name for s in catalogue.services)
+        sys.stdout.write(f"catalogue valid: {len(catalogue.services)} services ({names})\n")
+        return EXIT_OK
+
+    from start.engine import boot_and_run
+
+    try:
+        return boot_and_run(settings, catalogue, environ)
+    except KeyboardInterrupt:
+        return EXIT_RUNTIME

@@ -1,0 +1,128 @@
+"""Boot and run: prepare .coditect, spawn the catalogue, serve health, drain on SIGTERM.
+
+Order matters for boot time: children are spawned before structlog, aiohttp and
+prometheus-client are imported; the health service comes up a few milliseconds later.
+Signal handlers only record what arrived; the loop acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+from typing import TYPE_CHECKING
+
+from start.catalogue import Catalogue, load_catalogue
+from start.cli import Settings
+from start.errors import EXIT_OK, EXIT_RUNTIME
+from start.events import EventLog
+from start.execprobe import ReaperExecRunner
+from start.logs import Console
+from start.pod import Pod
+from start.reaper import Reaper, become_subreaper
+from start.service import EngineContext
+
+if TYPE_CHECKING:
+    from healthz.server import HealthServer
+
+
+def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]) -> int:
+    from coditect_init import InitError, prepare
+
+    try:
+        prepare(settings.home, settings.template)
+        (settings.home / "logs").mkdir(parents=True, exist_ok=True)
+        settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except InitError as error:
+        sys.stderr.write(f"coditect-start: {error}\n")
+        return EXIT_RUNTIME
+    except OSError as error:
+        sys.stderr.write(f"coditect-start: cannot create {error.filename}: {error.strerror}; "
+                         "check the volume and its permissions\n")
+        return EXIT_RUNTIME
+    return asyncio.run(_run(settings, catalogue, environ))
+
+
+async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]) -> int:
+    loop = asyncio.get_running_loop()
+    reaper = Reaper()
+    reaper.install(loop)
+    subreaper = become_subreaper()
+    console = Console(fmt=settings.log_format)
+    console.attach(loop)
+    events = EventLog(console)
+    ctx = EngineContext(loop=loop, reaper=reaper, console=console, emit=events,
+                        logs_dir=settings.home / "logs", base_env=environ,
+                        exec_runner=ReaperExecRunner(reaper))
+
+    def reload_catalogue() -> Catalogue:
+        return load_catalogue(settings.catalogue, overlay=settings.overlay,
+                              environ=dict(os.environ))
+
+    pod = Pod(catalogue, ctx, loader=reload_catalogue)
+    stop_requested = asyncio.Event()
+    background: set[asyncio.Task[object]] = set()
+
+    def on_stop_signal(signum: int) -> None:
+        if pod.draining:
+            events("signal_ignored", signal=signal.Signals(signum).name,
+                   note="already draining; the deadline still applies")
+            return
+        pod.draining = True  # /readyz answers 503 from this instant
+        events("signal", signal=signal.Signals(signum).name)
+        stop_requested.set()
+
+    def on_hangup() -> None:
+        task: asyncio.Task[object] = loop.create_task(pod.reload())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+
+    pod.boot()
+    events("booted", pid=os.getpid(), services=len(catalogue.services),
+           subreaper=subreaper, catalogue=str(settings.catalogue))
+    events.configure()
+
+    server = await _start_health(pod, ctx, console, settings, events)
+    exit_code = EXIT_OK
+    if server is None:
+        exit_code = EXIT_RUNTIME
+        pod.draining = True
+    else:
+        await stop_requested.wait()
+    in_time = await pod.drain(settings.drain_timeout)
+    if server is not None:
+        await server.stop()
+    events("exit", code=EXIT_OK if in_time and exit_code == EXIT_OK else EXIT_RUNTIME,
+           orphans_reaped=reaper.orphans_reaped)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(signum)
+    reaper.uninstall()
+    console.detach()
+    return exit_code if in_time else EXIT_RUNTIME
+
+
+async def _start_health(pod: Pod, ctx: EngineContext, console: Console, settings: Settings,
+                        events: EventLog) -> HealthServer | None:
+    from healthz.metrics import PodMetrics
+    from healthz.server import HealthServer
+
+    metrics = PodMetrics(pod)
+    ctx.metrics = metrics
+    console.on_drop = metrics.count_dropped_log_lines
+    server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,
+                          unix_path=settings.run_dir / "podctl.sock")
+    try:
+        await server.start()
+    except (OSError, ValueError) as error:
+        events("health_listener_failed", addr=settings.health_addr, error=str(error),
+               level="error")
+        return None
+    events("health_listening", addr=settings.health_addr,
+           socket=str(settings.run_dir / "podctl.sock"))
+    return server

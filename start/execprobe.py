@@ -1,0 +1,77 @@
+"""`exec:` probes run by the engine. Our reaper owns waitpid(-1), so asyncio's child watcher
+must not: this runner spawns with Popen and learns the exit status from the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+
+from healthz.probes import ExecOutcome
+from start.reaper import Reaper
+
+OUTPUT_LIMIT = 4096
+KILL_GRACE = 5.0
+
+
+class ReaperExecRunner:
+    def __init__(self, reaper: Reaper, output_limit: int = OUTPUT_LIMIT) -> None:
+        self.reaper = reaper
+        self.output_limit = output_limit
+
+    async def __call__(self, argv: Sequence[str], timeout: float) -> ExecOutcome:
+        loop = asyncio.get_running_loop()
+        popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        exited = self.reaper.wait_for(popen.pid)
+        assert popen.stdout is not None
+        fd = popen.stdout.fileno()
+        os.set_blocking(fd, False)
+        output = bytearray()
+        eof = loop.create_future()
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                loop.remove_reader(fd)
+                if not eof.done():
+                    eof.set_result(None)
+                return
+            room = self.output_limit - len(output)
+            if room > 0:
+                output.extend(chunk[:room])
+
+        loop.add_reader(fd, readable)
+        returncode: int | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                status = await asyncio.shield(exited)
+                returncode = os.waitstatus_to_exitcode(status)
+                _kill_group(popen.pid)  # leftovers would hold the pipe open
+                await eof
+        except TimeoutError:
+            pass
+        finally:
+            _kill_group(popen.pid)
+            if not exited.done():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KILL_GRACE):
+                        await exited
+            if exited.done():
+                popen.returncode = os.waitstatus_to_exitcode(exited.result())
+            loop.remove_reader(fd)
+            popen.stdout.close()
+        return ExecOutcome(returncode=returncode, output=bytes(output))
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,217 @@
+"""Log pumps: every byte a child writes goes to its log file (lossless, rotated) and, one JSON
+object a line, to the container's stdout (bounded: a blocked stdout drops, never blocks).
+
+The rotating file is supervisord's own handler (`supervisor.loggers.RotatingFileHandler`), so
+`stdout_logfile_maxbytes` / `_backups` rotate exactly as they do under supervisord. We hand it
+whole lines only, so a line never straddles two files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+CHUNK = 1 << 16
+MAX_PARTIAL_LINE = 1 << 16  # a "line" longer than this is written in pieces
+CONSOLE_BUFFER_BYTES = 4 << 20
+
+COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Console:
+    """The container's stdout. Writes never block: past CONSOLE_BUFFER_BYTES lines are dropped
+    and counted, so a stalled log collector cannot stall a child or the engine."""
+
+    def __init__(self, fd: int = 1, *, fmt: str = "auto", limit: int = CONSOLE_BUFFER_BYTES):
+        self.fd = fd
+        self.limit = limit
+        self.pretty = fmt == "console" or (fmt == "auto" and os.isatty(fd))
+        self.dropped: dict[str, int] = {}
+        self.on_drop: Callable[[str, int], None] | None = None
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer_armed = False
+        self._colours: dict[str, str] = {}
+        self._width = 8
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._was_blocking = os.get_blocking(self.fd)
+        os.set_blocking(self.fd, False)
+
+    def detach(self) -> None:
+        self.flush(block=True)
+        if self._loop is not None:
+            if self._writer_armed:
+                self._loop.remove_writer(self.fd)
+            os.set_blocking(self.fd, self._was_blocking)
+            self._loop = None
+
+    def child_line(self, service: str, stream: str, pid: int, line: bytes) -> None:
+        text = line.rstrip(b"\n").decode("utf-8", "replace")
+        if self.pretty:
+            colour = self._colours.setdefault(service, COLOURS[len(self._colours) % len(COLOURS)])
+            self._width = max(self._width, len(service))
+            data = f"\x1b[{colour}m{service:<{self._width}} |\x1b[0m {text}\n".encode()
+        else:
+            data = (json.dumps({"ts": _timestamp(), "service": service, "stream": stream,
+                                "pid": pid, "message": text}, ensure_ascii=False) + "\n").encode()
+        self.write(data, service)
+
+    def write(self, data: bytes, source: str = "coditect-start") -> None:
+        if self._pending_bytes + len(data) > self.limit:
+            self.dropped[source] = self.dropped.get(source, 0) + 1
+            if self.on_drop is not None:
+                self.on_drop(source, 1)
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if not self._writer_armed:
+            self.flush()
+
+    def flush(self, block: bool = False) -> None:
+        deadline = time.monotonic() + 2.0
+        while self._pending:
+            chunk = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._pending.clear()
+            try:
+                written = os.write(self.fd, chunk)
+            except BlockingIOError:
+                written = 0
+            except OSError as error:
+                if error.errno == errno.EPIPE:  # nobody reads our stdout any more
+                    self._pending_bytes = 0
+                    return
+                raise
+            rest = chunk[written:]
+            self._pending_bytes = len(rest)
+            if rest:
+                self._pending.append(rest)
+                if block and time.monotonic() < deadline:
+                    continue
+                self._arm()
+                return
+        self._disarm()
+
+    def _arm(self) -> None:
+        if self._loop is not None and not self._writer_armed:
+            self._loop.add_writer(self.fd, self.flush)
+            self._writer_armed = True
+
+    def _disarm(self) -> None:
+        if self._loop is not None and self._writer_armed:
+            self._loop.remove_writer(self.fd)
+            self._writer_armed = False
+
+
+class StructlogSink:
+    """A file-like object structlog's WriteLogger writes to; lands in the Console."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def write(self, text: str) -> None:
+        self.console.write(text.encode())
+
+    def flush(self) -> None:
+        pass
+
+
+class ServiceLog:
+    """$CODITECT_HOME/logs/<service>.log, rotated by supervisord's own handler."""
+
+    def __init__(self, path: Path, maxbytes: int, backups: int) -> None:
+        from supervisor.loggers import LogRecord, RotatingFileHandler
+
+        self._record = LogRecord
+        self.handler: Any = RotatingFileHandler(str(path), "ab", maxbytes, backups)
+
+    def write(self, data: bytes) -> None:
+        self.handler.emit(self._record(20, data))
+
+    def close(self) -> None:
+        self.handler.close()
+
+
+class Pump:
+    """Reads one pipe with add_reader; whole lines go to the file and the console."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        *,
+        service: str,
+        stream: str,
+        pid: int,
+        log: ServiceLog,
+        console: Console,
+    ) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.service = service
+        self.stream = stream
+        self.pid = pid
+        self.log = log
+        self.console = console
+        self.partial = b""
+        self.closed = loop.create_future()
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.fd, CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._finish()
+            return
+        buffer = self.partial + data
+        end = buffer.rfind(b"\n") + 1
+        if end == 0 and len(buffer) < MAX_PARTIAL_LINE:
+            self.partial = buffer
+            return
+        if end == 0:
+            end = len(buffer)
+        complete, self.partial = buffer[:end], buffer[end:]
+        self._emit(complete)
+
+    def _emit(self, complete: bytes) -> None:
+        self.log.write(complete)
+        for line in complete.splitlines(keepends=True):
+            self.console.child_line(self.service, self.stream, self.pid, line)
+
+    def _finish(self) -> None:
+        self.loop.remove_reader(self.fd)
+        if self.partial:
+            self._emit(self.partial + b"\n")
+            self.partial = b""
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        """Stop reading now (drain deadline); what was read is already written."""
+        if not self.closed.done():
+            self._finish()
+
+
+def stderr_line(message: str) -> None:
+    """Before the loop runs (usage and catalogue errors): plain text to stderr."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()

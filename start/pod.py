@@ -1,0 +1,233 @@
+"""The pod: every service, their order, the drain and reload. Implements `healthz.model.Pod`.
+
+Start order: `priority` (then name) decides the spawn sequence; `after` holds a service back
+until what it names is ready (or has used up its start_timeout). Stop order is the reverse of
+`after`: a service stops once everything that runs after it has stopped; services that nothing
+orders stop in parallel, all inside one deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+from healthz.model import PodSnapshot, State, UnknownService
+from start.catalogue import Catalogue
+from start.errors import ConfigError
+from start.service import EngineContext, Service
+
+HEARTBEAT = 1.0  # seconds between loop-lag measurements
+KILL_REAP_GRACE = 3.0  # after a SIGKILL, how long to wait for the kernel to let us reap
+
+
+class Pod:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        ctx: EngineContext,
+        loader: Callable[[], Catalogue] | None = None,
+    ) -> None:
+        self.catalogue = catalogue
+        self.ctx = ctx
+        self.loader = loader
+        self.services = ctx.services
+        for spec in catalogue.services:
+            self.services[spec.name] = Service(spec, ctx)
+        self.draining = False
+        self.started_up = False
+        self.booted_at = time.time()
+        self.reload_errors: tuple[str, ...] = ()
+        self.deadline_kills = 0
+        self._lag = 0.0
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- boot ---------------------------------------------------------------------------------
+
+    def boot(self) -> None:
+        """Spawn what can start now, in priority order, before anything else happens."""
+        for spec in self.catalogue.services:
+            if spec.autostart:
+                service = self.services[spec.name]
+                service.request_start(service.dependencies())
+        self._heartbeat = self.ctx.loop.create_task(self._beat())
+
+    async def _beat(self) -> None:
+        loop = self.ctx.loop
+        while True:
+            expected = loop.time() + HEARTBEAT
+            await asyncio.sleep(HEARTBEAT)
+            self._lag = max(0.0, loop.time() - expected)
+
+    def loop_lag(self) -> float:
+        return self._lag
+
+    # -- faces --------------------------------------------------------------------------------
+
+    def snapshot(self) -> PodSnapshot:
+        services = tuple(s.snapshot() for s in self.services.values())
+        if not self.started_up and all(s.ever_ready for s in self.services.values()
+                                       if s.spec.health.critical and s.spec.autostart):
+            self.started_up = True
+        return PodSnapshot(services=services, draining=self.draining,
+                           started_up=self.started_up, booted_at=self.booted_at,
+                           reload_errors=self.reload_errors)
+
+    def pids_of(self, name: str) -> list[int]:
+        return self._get(name).pids()
+
+    def _get(self, name: str) -> Service:
+        service = self.services.get(name)
+        if service is None:
+            raise UnknownService(name)
+        return service
+
+    # -- verbs --------------------------------------------------------------------------------
+
+    async def start_service(self, name: str) -> str:
+        service = self._get(name)
+        if self.draining:
+            return f"{name}: not started, the pod is draining"
+        if service.state in (State.STARTING, State.RUNNING):
+            return f"{name}: already {service.state.value}"
+        service.request_start(service.dependencies())
+        await self._wait_until(service, lambda: service.ready or service.state in (
+            State.BACKOFF, State.FATAL, State.EXITED, State.STOPPED),
+            service.spec.health.start_timeout + 1)
+        return f"{name}: {_describe(service)}"
+
+    async def stop_service(self, name: str) -> str:
+        service = self._get(name)
+        if service.proc is None and service.state in (State.STOPPED, State.EXITED):
+            return f"{name}: already {service.state.value}"
+        await service.stop()
+        return f"{name}: {_describe(service)}"
+
+    async def restart_service(self, name: str) -> str:
+        service = self._get(name)
+        if self.draining:
+            return f"{name}: not restarted, the pod is draining"
+        stopping = service.restart("manual", service.dependencies())
+        if stopping is not None:
+            await stopping
+        await self._wait_until(service, lambda: service.ready or service.state in (
+            State.BACKOFF, State.FATAL, State.EXITED, State.STOPPED),
+            service.spec.health.start_timeout + 1)
+        return f"{name}: {_describe(service)}"
+
+    async def signal_service(self, name: str, signum: int) -> str:
+        service = self._get(name)
+        signame = signal.Signals(signum).name
+        if not service.send_signal(signum):
+            return f"{name}: not running, {signame} not sent"
+        return f"{name}: sent {signame} to process group {service.proc.pid if service.proc else '?'}"
+
+    async def _wait_until(self, service: Service, done: Callable[[], bool], limit: float) -> None:
+        # Verbs wait for an outcome; the engine has no per-service event for "ready", so a
+        # short poll on the loop here is cheap and bounded.
+        deadline = self.ctx.clock() + limit
+        while not done() and self.ctx.clock() < deadline:
+            await asyncio.sleep(0.02)
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self) -> tuple[bool, list[str]]:
+        if self.loader is None:
+            return False, ["this pod was started without a catalogue to re-read"]
+        try:
+            new = self.loader()
+        except ConfigError as error:
+            self.reload_errors = tuple(error.problems)
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.count_reload_failure()
+            self.ctx.emit("reload_rejected", problems=error.problems, level="error")
+            return False, ["catalogue rejected, the running pod is unchanged:", *error.problems]
+        self.reload_errors = ()
+        old = {name: service.spec for name, service in self.services.items()}
+        fresh = {spec.name: spec for spec in new.services}
+        removed = [name for name in old if name not in fresh]
+        added = [spec for spec in new.services if spec.name not in old]
+        changed = [spec for spec in new.services if spec.name in old and spec != old[spec.name]]
+        self.catalogue = new
+        await asyncio.gather(*(self.services[name].stop() for name in removed))
+        for name in removed:
+            del self.services[name]
+        for spec in changed:
+            service = self.services[spec.name]
+            service.spec = spec
+            if service.want_running or service.proc is not None:
+                stopping = service.restart("reload", service.dependencies())
+                if stopping is not None:
+                    await stopping
+        for spec in added:
+            self.services[spec.name] = Service(spec, self.ctx)
+        for spec in added:
+            if spec.autostart and not self.draining:
+                service = self.services[spec.name]
+                service.request_start(service.dependencies())
+        messages = [f"added {s.name}" for s in added] + [f"removed {n}" for n in removed]
+        messages += [f"changed {s.name} (restarted)" for s in changed]
+        self.ctx.emit("reloaded", added=[s.name for s in added], removed=removed,
+                      changed=[s.name for s in changed])
+        return True, messages or ["no change"]
+
+    # -- drain --------------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop everything in reverse `after` order inside `timeout` seconds.
+
+        True when every child stopped before the deadline; False when the deadline had to
+        SIGKILL what was left."""
+        self.draining = True
+        deadline = self.ctx.clock() + timeout
+        self.ctx.emit("draining", timeout_seconds=timeout)
+        dependents: dict[str, list[str]] = {name: [] for name in self.services}
+        for service in self.services.values():
+            for dependency in service.spec.after:
+                if dependency in dependents:
+                    dependents[dependency].append(service.name)
+        tasks: dict[str, asyncio.Task[None]] = {}
+
+        async def stop_after_dependents(service: Service) -> None:
+            await asyncio.gather(*(tasks[d] for d in dependents[service.name]))
+            await service.stop(deadline)
+
+        for service in self.services.values():
+            tasks[service.name] = asyncio.ensure_future(stop_after_dependents(service))
+        everything = asyncio.gather(*tasks.values())
+        in_time = True
+        try:
+            await asyncio.wait_for(asyncio.shield(everything), timeout=timeout + 0.05)
+        except TimeoutError:
+            in_time = False
+            await self._kill_everything()
+            try:
+                await asyncio.wait_for(everything, timeout=KILL_REAP_GRACE)
+            except TimeoutError:
+                self.ctx.emit("drain_incomplete", level="error")
+        if any(s.killed_at_deadline for s in self.services.values()):
+            in_time = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        for service in self.services.values():
+            service.close_pumps()
+        self.ctx.emit("drained", in_time=in_time)
+        return in_time
+
+    async def _kill_everything(self) -> None:
+        for service in self.services.values():
+            if service.proc is not None:
+                service.killed_at_deadline = True
+                service.want_running = False
+                service.send_signal(signal.SIGKILL)
+
+
+def _describe(service: Service) -> str:
+    text = service.state.value
+    if service.proc is not None:
+        text += f", pid {service.proc.pid}"
+        text += ", ready" if service.ready else ", not ready"
+    if service.reason:
+        text += f" ({service.reason})"
+    return text

@@ -1,0 +1,97 @@
+"""One OS process: the only code that spawns a child or sends it a signal.
+
+Each child is a session leader (setsid), so its pid is also its process group id and a
+signal to the group reaches everything it started that did not leave the group.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from start.catalogue import ServiceSpec
+
+
+class SpawnError(Exception):
+    """The child could not be started at all (exec failed, directory missing, …)."""
+
+
+@dataclass(slots=True)
+class ChildProcess:
+    popen: subprocess.Popen[bytes]
+    pid: int
+    started_at: float  # wall clock
+    started_mono: float
+
+    @property
+    def stdout_fd(self) -> int | None:
+        return self.popen.stdout.fileno() if self.popen.stdout else None
+
+    @property
+    def stderr_fd(self) -> int | None:
+        return self.popen.stderr.fileno() if self.popen.stderr else None
+
+    def signal_group(self, signum: int) -> bool:
+        """Signal the whole process group; False when nothing is left to signal."""
+        try:
+            os.killpg(self.pid, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            # The group leader changed user; the leader itself we may still reach.
+            try:
+                os.kill(self.pid, signum)
+                return True
+            except ProcessLookupError:
+                return False
+
+    def kill_leftovers(self) -> None:
+        """After the leader was reaped: SIGKILL what is left of its group before a restart."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def mark_reaped(self, status: int) -> None:
+        # Tell Popen the pid is gone so it never calls waitpid on it (our reaper owns that).
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+
+
+def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
+    env = {**base_env, **dict(spec.environment)}
+    user: int | None = None
+    group: int | None = None
+    if spec.uid is not None and spec.uid != os.geteuid():
+        if os.geteuid() != 0:
+            raise SpawnError(f"user= needs the pod to run as root (it runs as uid {os.geteuid()})")
+        entry = pwd.getpwuid(spec.uid)
+        user, group = entry.pw_uid, entry.pw_gid
+        env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    try:
+        popen = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if spec.redirect_stderr else subprocess.PIPE,
+            cwd=spec.directory,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            user=user,
+            group=group,
+            umask=-1 if spec.umask is None else spec.umask,
+        )
+    except OSError as error:
+        raise SpawnError(f"{spec.argv[0]}: {error.strerror or error}") from None
+    except (ValueError, subprocess.SubprocessError) as error:
+        raise SpawnError(str(error)) from None
+    for stream in (popen.stdout, popen.stderr):
+        if stream is not None:
+            os.set_blocking(stream.fileno(), False)
+    return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
+                        started_mono=time.monotonic())
