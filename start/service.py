@@ -26,12 +26,13 @@ BACKOFF_CAP = 30.0  # never wait longer than this between attempts, never stop t
 STABLE_RUN = 10.0  # a run at least this long (and past startsecs) resets the backoff
 
 
-def backoff_delay(failures_in_a_row: int) -> float:
+def backoff_delay(failures_in_a_row: int, base: float = BACKOFF_BASE,
+                  cap: float = BACKOFF_CAP) -> float:
     """0 for the first restart (a crash after a stable run comes back at once), then 0.5 s,
-    1 s, 2 s … up to BACKOFF_CAP: a crash loop never spins at full speed."""
+    1 s, 2 s … up to the cap: a crash loop never spins at full speed."""
     if failures_in_a_row <= 1:
         return 0.0
-    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures_in_a_row - 2)))
+    return float(min(cap, base * 2 ** min(failures_in_a_row - 2, 32)))
 
 
 @dataclass
@@ -47,6 +48,9 @@ class EngineContext:
     exec_runner: Any = None  # healthz.probes.ExecRunner; None: the probe's default
     metrics: Any = None  # healthz.metrics.PodMetrics once the health service is up
     clock: Callable[[], float] = time.monotonic
+    backoff_base: float = BACKOFF_BASE
+    backoff_cap: float = BACKOFF_CAP
+    stable_run: float = STABLE_RUN
     services: dict[str, Service] = field(default_factory=dict)
 
 
@@ -349,7 +353,7 @@ class Service:
         was = self.state
         self.ctx.emit("exited", service=self.name, pid=proc.pid, status=description,
                       ran_seconds=round(ran, 3))
-        if ran >= max(STABLE_RUN, self.spec.startsecs) and was is not State.STARTING:
+        if ran >= max(self.ctx.stable_run, self.spec.startsecs) and was is not State.STARTING:
             self.failures_in_a_row = 0
             self.failed_starts = 0
         waiters, self._stop_waiters = self._stop_waiters, []
@@ -378,11 +382,12 @@ class Service:
             self._enter(State.STOPPED, reason)
             return
         if self.failed_starts > self.spec.startretries:
-            self._schedule_restart("crash", BACKOFF_CAP, State.FATAL,
+            cap = self.ctx.backoff_cap
+            self._schedule_restart("crash", cap, State.FATAL,
                                    f"{reason}; failed to start {self.failed_starts} times in a "
-                                   f"row, retrying every {BACKOFF_CAP:g}s")
+                                   f"row, retrying every {cap:g}s")
         else:
-            self._schedule_restart("crash", backoff_delay(self.failures_in_a_row),
+            self._schedule_restart("crash", self._delay(),
                                    State.BACKOFF, reason)
 
     def _after_running_exit(self, code: int, description: str) -> None:
@@ -396,7 +401,7 @@ class Service:
             return
         self.failures_in_a_row += 1
         self._schedule_restart("exit" if expected else "crash",
-                               backoff_delay(self.failures_in_a_row), State.BACKOFF,
+                               self._delay(), State.BACKOFF,
                                description)
 
     def _schedule_restart(self, reason: str, delay: float, state: State, why: str) -> None:
@@ -408,6 +413,9 @@ class Service:
             self._spawn()
         else:
             self._set_timer("backoff", delay, self._spawn_if_wanted)
+
+    def _delay(self) -> float:
+        return backoff_delay(self.failures_in_a_row, self.ctx.backoff_base, self.ctx.backoff_cap)
 
     def _spawn_if_wanted(self) -> None:
         if self.want_running and self.state in (State.BACKOFF, State.FATAL):

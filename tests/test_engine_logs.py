@@ -1,0 +1,83 @@
+"""Log pumps of the real engine: lossless rotated files, JSON on stdout, a blocked stdout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import ROOT, RunningPod, wait_for, write_catalogue
+
+LINES = 20_000
+# Python, so the child writes fast and in big chunks: partial lines across reads happen.
+WRITER = (f"{sys.executable} -c \"import sys; "
+          f"[sys.stdout.write('seq %%06d ' %% i + 'x' * (i %% 50) + chr(10)) for i in range({LINES})]; "
+          "sys.stderr.write('done' + chr(10))\"")
+
+
+def _logged_sequence(logs: Path, name: str) -> list[int]:
+    numbers: list[int] = []
+    files = sorted(logs.glob(f"{name}.log*"),
+                   key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0)
+    for path in files:  # oldest backup first, the live file last
+        for line in path.read_bytes().splitlines():
+            if line.startswith(b"seq "):
+                numbers.append(int(line.split()[1]))
+    return numbers
+
+
+def test_every_line_lands_once_across_rotations(tmp_path: Path) -> None:
+    """20,000 numbered lines through several rotations: each present exactly once, in order."""
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "writer": {"command": WRITER, "startsecs": "0", "autorestart": "false",
+                   "stdout_logfile_maxbytes": "64KB", "stdout_logfile_backups": "50"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("exited", service="writer", timeout=20)
+        logs = tmp_path / "home" / "logs"
+        wait_for(lambda: len(_logged_sequence(logs, "writer")) >= LINES, 10, "every line")
+        assert len(list(logs.glob("writer.log.*"))) >= 3  # it really rotated
+        assert _logged_sequence(logs, "writer") == list(range(LINES))
+        assert all(path.stat().st_size < 64 * 1024 + 65536 for path in logs.glob("writer.log*"))
+        # The container's stdout saw them too, one JSON object a line.
+        wait_for(lambda: len(pod.events(None, service="writer", stream="stdout")) >= LINES, 10,
+                 "every JSON line")
+        first = pod.events(None, service="writer", stream="stdout")[0]
+        assert set(first) == {"ts", "service", "stream", "pid", "message"}
+        assert first["message"] == "seq 000000 "
+        assert pod.events(None, service="writer", stream="stderr")[0]["message"] == "done"
+    finally:
+        pod.stop()
+
+
+def test_blocked_stdout_never_blocks_a_child(tmp_path: Path) -> None:
+    """Nobody reads the engine's stdout: the child still finishes, its file is complete, and
+    the engine still drains on SIGTERM."""
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "writer": {"command": WRITER, "startsecs": "0", "autorestart": "false",
+                   "stdout_logfile_maxbytes": "0"}})
+    read_end, write_end = os.pipe()  # never read: fills after 64 KiB
+    home = tmp_path / "home"
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "start", "--catalogue", str(catalogue), "--home", str(home),
+         "--run-dir", str(tmp_path / "run"), "--health-addr", "127.0.0.1:0",
+         "--log-format", "json"],
+        stdout=write_end, stderr=subprocess.DEVNULL, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    os.close(write_end)
+    try:
+        log = home / "logs" / "writer.log"
+        wait_for(lambda: log.exists() and log.read_bytes().count(b"\n") >= LINES + 1, 20,
+                 "the whole output in the file")
+        began = time.monotonic()
+        engine.send_signal(signal.SIGTERM)
+        assert engine.wait(15) == 0
+        assert time.monotonic() - began < 10
+    finally:
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait(10)
+        os.close(read_end)
