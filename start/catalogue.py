@@ -26,14 +26,15 @@ SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 MAX_FILE_BYTES = 1 << 20  # a catalogue file larger than this is a mistake, not a catalogue
 
 # Every key supervisord 4 reads in [program:x]; anything else is a typo it would ignore.
-PROGRAM_KEYS = frozenset(
-    """command process_name numprocs numprocs_start priority autostart autorestart startsecs
-    startretries exitcodes stopsignal stopwaitsecs stopasgroup killasgroup user redirect_stderr
-    stdout_logfile stdout_logfile_maxbytes stdout_logfile_backups stdout_capture_maxbytes
-    stdout_events_enabled stdout_syslog stderr_logfile stderr_logfile_maxbytes
-    stderr_logfile_backups stderr_capture_maxbytes stderr_events_enabled stderr_syslog
-    environment directory umask serverurl""".split()
-)
+PROGRAM_KEYS = frozenset({
+    "command", "process_name", "numprocs", "numprocs_start", "priority", "autostart",
+    "autorestart", "startsecs", "startretries", "exitcodes", "stopsignal", "stopwaitsecs",
+    "stopasgroup", "killasgroup", "user", "redirect_stderr", "stdout_logfile",
+    "stdout_logfile_maxbytes", "stdout_logfile_backups", "stdout_capture_maxbytes",
+    "stdout_events_enabled", "stdout_syslog", "stderr_logfile", "stderr_logfile_maxbytes",
+    "stderr_logfile_backups", "stderr_capture_maxbytes", "stderr_events_enabled", "stderr_syslog",
+    "environment", "directory", "umask", "serverurl",
+})
 IGNORED_SECTIONS = ("unix_http_server", "inet_http_server", "supervisorctl", "rpcinterface:")
 UNSUPPORTED_SECTIONS = {
     "eventlistener:": "event listeners are not supported; run the listener as a [program:x]",
@@ -329,7 +330,8 @@ class _Reader:
 
         name = str(config.name)
         if not SERVICE_NAME.match(name):
-            self.problems.append(f"{where} process name {name!r}: use letters, digits, '.', '_', '-'")
+            self.problems.append(
+                f"{where} process name {name!r}: use letters, digits, '.', '_', '-'")
             return None
         environment = {**pod_environment, **(config.environment or {})}
         try:

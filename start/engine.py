@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sys
-
 from typing import TYPE_CHECKING
 
 from start.catalogue import Catalogue, load_catalogue

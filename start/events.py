@@ -6,6 +6,7 @@ happens before that is held and written, with its own timestamp, once structlog 
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,7 +37,9 @@ class EventLog:
                          else structlog.processors.JSONRenderer())
         structlog.configure(
             processors=[structlog.processors.add_log_level, _source, renderer],
-            logger_factory=structlog.WriteLoggerFactory(file=StructlogSink(self.console)),
+            # StructlogSink is file-like enough for WriteLogger (write and flush).
+            logger_factory=structlog.WriteLoggerFactory(
+                file=StructlogSink(self.console)),  # type: ignore[arg-type]
             cache_logger_on_first_use=True,
         )
         self._logger = structlog.get_logger()
@@ -45,6 +48,7 @@ class EventLog:
             getattr(self._logger, level)(event, **fields)
 
 
-def _source(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _source(_logger: Any, _method: str,
+            event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event.setdefault("logger", "coditect-start")
     return event

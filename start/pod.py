@@ -47,6 +47,10 @@ class Pod:
 
     def boot(self) -> None:
         """Spawn what can start now, in priority order, before anything else happens."""
+        # Mark every autostart service wanted first, so a service earlier in priority order
+        # still waits for a dependency that comes later in it.
+        for spec in self.catalogue.services:
+            self.services[spec.name].want_running = spec.autostart
         for spec in self.catalogue.services:
             if spec.autostart:
                 service = self.services[spec.name]
@@ -121,7 +125,8 @@ class Pod:
         signame = signal.Signals(signum).name
         if not service.send_signal(signum):
             return f"{name}: not running, {signame} not sent"
-        return f"{name}: sent {signame} to process group {service.proc.pid if service.proc else '?'}"
+        group = service.proc.pid if service.proc else "?"
+        return f"{name}: sent {signame} to process group {group}"
 
     async def _wait_until(self, service: Service, done: Callable[[], bool], limit: float) -> None:
         # Verbs wait for an outcome; the engine has no per-service event for "ready", so a

@@ -6,6 +6,7 @@ signal to the group reaches everything it started that did not leave the group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -52,10 +53,8 @@ class ChildProcess:
 
     def kill_leftovers(self) -> None:
         """After the leader was reaped: SIGKILL what is left of its group before a restart."""
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def mark_reaped(self, status: int) -> None:
         # Tell Popen the pid is gone so it never calls waitpid on it (our reaper owns that).

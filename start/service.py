@@ -7,6 +7,7 @@ All methods run on the event loop; the reaper calls `_on_reaped` from the SIGCHL
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import time
 from collections import Counter, deque
@@ -205,17 +206,17 @@ class Service:
             self._after_failed_start(f"spawn failed: {error}")
             return
         self.proc = proc
-        self.ctx.reaper.watch(proc.pid, lambda status, p=proc: self._on_reaped(p, status))
+        self.ctx.reaper.watch(proc.pid, functools.partial(self._on_reaped, proc))
         self._open_pumps(proc)
         self._enter(State.STARTING, "")
         self.ctx.emit("spawned", service=self.name, pid=proc.pid)
+        self._start_probes()  # before RUNNING: with a probe, running is not yet ready
+        self._set_timer("start_timeout", self.spec.health.start_timeout, self._start_timed_out,
+                        proc)
         if self.spec.startsecs <= 0:
             self._past_startsecs(proc)
         else:
             self._set_timer("startsecs", self.spec.startsecs, self._past_startsecs, proc)
-        self._set_timer("start_timeout", self.spec.health.start_timeout, self._start_timed_out,
-                        proc)
-        self._start_probes()
 
     def _open_pumps(self, proc: ChildProcess) -> None:
         if self._log is None:
@@ -225,10 +226,10 @@ class Service:
             if fd is not None:
                 pump = Pump(self.ctx.loop, fd, service=self.name, stream=stream, pid=proc.pid,
                             log=self._log, console=self.ctx.console)
-                pump.closed.add_done_callback(lambda _f, p=pump, pr=proc: self._pump_done(p, pr))
+                pump.closed.add_done_callback(functools.partial(self._pump_done, pump, proc))
                 self._pumps.append(pump)
 
-    def _pump_done(self, pump: Pump, proc: ChildProcess) -> None:
+    def _pump_done(self, pump: Pump, proc: ChildProcess, _closed: object) -> None:
         self._pumps.remove(pump)
         stream = proc.popen.stdout if pump.stream == "stdout" else proc.popen.stderr
         if stream is not None:
@@ -264,7 +265,7 @@ class Service:
             if spec.kind == "none":
                 continue
             loop = ProbeLoop(spec, health.interval, health.timeout,
-                             on_result=lambda result, k=kind: self._on_probe(k, result),
+                             on_result=functools.partial(self._on_probe, kind),
                              exec_runner=self.ctx.exec_runner)
             self._probes[kind] = loop
             loop.start()
@@ -308,7 +309,8 @@ class Service:
 
     # -- stopping and exits -------------------------------------------------------------------
 
-    def _begin_stop(self, deadline: float | None, keep_state_reason: bool = False) -> asyncio.Future[None]:
+    def _begin_stop(self, deadline: float | None,
+                    keep_state_reason: bool = False) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = self.ctx.loop.create_future()
         self._stop_waiters.append(waiter)
         proc = self.proc
@@ -432,7 +434,8 @@ class Service:
         self.state = state
         self.reason = reason
 
-    def _set_timer(self, name: str, delay: float, callback: Callable[..., None], *args: Any) -> None:
+    def _set_timer(self, name: str, delay: float, callback: Callable[..., None],
+                   *args: Any) -> None:
         self._cancel_timer(name)
         self._timers[name] = self.ctx.loop.call_later(delay, callback, *args)
 
