@@ -22,6 +22,7 @@ from start.logs import Console
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
+from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
     from healthz.server import HealthServer
@@ -88,12 +89,18 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     events.configure()
 
     server = await _start_health(pod, ctx, console, settings, events)
+    watched = [settings.catalogue if settings.catalogue.is_dir() else settings.catalogue.parent]
+    if settings.overlay is not None:
+        watched.append(settings.overlay.parent)
+    watcher = CatalogueWatcher(loop, watched, on_hangup)
+    watcher.start()
     exit_code = EXIT_OK
     if server is None:
         exit_code = EXIT_RUNTIME
         pod.draining = True
     else:
         await stop_requested.wait()
+    watcher.stop()
     in_time = await pod.drain(settings.drain_timeout)
     if server is not None:
         await server.stop()
