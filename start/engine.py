@@ -77,7 +77,13 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     def on_hangup() -> None:
         task: asyncio.Task[object] = loop.create_task(pod.reload())
         background.add(task)
-        task.add_done_callback(background.discard)
+        task.add_done_callback(finished)
+
+    def finished(task: asyncio.Task[object]) -> None:
+        background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            events("internal_error", error=f"{type(error).__name__}: {error}", level="error")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop_signal, signum)
@@ -94,6 +100,7 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
         watched.append(settings.overlay.parent)
     watcher = CatalogueWatcher(loop, watched, on_hangup)
     watcher.start()
+    events("watching_catalogue", directories=[str(d) for d in watcher.directories])
     exit_code = EXIT_OK
     if server is None:
         exit_code = EXIT_RUNTIME

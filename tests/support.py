@@ -3,6 +3,7 @@ JSON event stream is collected, and deadline-bounded waits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             interval: float = 0.01) -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
+             what: str | Callable[[], str] = "condition", interval: float = 0.01) -> Any:
     """Poll `predicate` until it is truthy; fail the test when `timeout` passes."""
     deadline = time.monotonic() + timeout
     while True:
@@ -27,7 +28,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            described = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout}s waiting for {described}")
         time.sleep(interval)
 
 
@@ -87,10 +89,8 @@ class RunningPod:
             text = raw.decode("utf-8", "replace")
             with self._lock:
                 self.raw.append(text)
-                try:
+                with contextlib.suppress(ValueError):
                     self.lines.append(json.loads(text))
-                except ValueError:
-                    pass
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None
@@ -123,7 +123,7 @@ class RunningPod:
     def wait_event(self, event: str, timeout: float = 10.0, count: int = 1,
                    **match: Any) -> list[dict[str, Any]]:
         return wait_for(lambda: (found := self.events(event, **match)) and len(found) >= count
-                        and found, timeout, f"{count} × {event} {match}\n{self.tail()}")
+                        and found, timeout, lambda: f"{count} × {event} {match}\n{self.tail()}")
 
     def tail(self, n: int = 15) -> str:
         with self._lock:

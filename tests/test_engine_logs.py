@@ -14,8 +14,8 @@ from tests.support import ROOT, RunningPod, wait_for, write_catalogue
 LINES = 20_000
 # Python, so the child writes fast and in big chunks: partial lines across reads happen.
 WRITER = (f"{sys.executable} -c \"import sys; "
-          f"[sys.stdout.write('seq %%06d ' %% i + 'x' * (i %% 50) + chr(10)) for i in range({LINES})]; "
-          "sys.stderr.write('done' + chr(10))\"")
+          "[sys.stdout.write('seq %%06d ' %% i + 'x' * (i %% 50) + chr(10)) "
+          f"for i in range({LINES})]; sys.stderr.write('done' + chr(10))\"")
 
 
 def _logged_sequence(logs: Path, name: str) -> list[int]:

@@ -1,0 +1,245 @@
+"""The /v1 control routes, mounted on the unix socket only (docs/CONTROL_API.md).
+
+Parameters in the query string, JSON out. A verb runs as a task of its own, shielded from the
+request: a client that gives up (Ctrl-C on `podctl stop`) does not cut a stop in half, and
+`?wait=0` answers 202 as soon as the order is handed to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from healthz.kube import liveness_checks, readiness_checks
+from healthz.model import Pod, ServiceSnapshot, UnknownService, VerbFailed, is_service_name
+from healthz.proctree import ProcessTree
+
+log = structlog.get_logger("healthz.control")
+
+T = TypeVar("T")
+
+PREFIX = "/v1/"
+
+
+class ControlError(Exception):
+    """A request the API refuses; answered as ``{"error": message}`` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Under /v1/ every refusal is JSON, including aiohttp's own 404 and 405."""
+    if not request.path.startswith(PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except ControlError as exc:
+        return web.json_response({"error": exc.message}, status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(
+            {"error": (exc.reason or "error").lower()}, status=exc.status, headers=headers
+        )
+    except Exception as exc:
+        # An engine bug must not look like a dropped connection to podctl. This face is the
+        # owner's, so the error's text may be told.
+        log.error("control_request_crashed", path=request.path, exc_info=exc)
+        return web.json_response({"error": f"internal error: {exc}"}, status=500)
+
+
+def parse_signal(text: str) -> signal.Signals:
+    """`HUP`, `SIGHUP`, `hup` or `1` → SIGHUP; anything else is a ValueError."""
+    text = text.strip()
+    try:
+        if text.isdigit():
+            return signal.Signals(int(text))
+        name = text.upper()
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
+    except (KeyError, ValueError):
+        raise ValueError(f"no signal named {text!r}") from None
+
+
+def _wait_flag(request: web.Request) -> bool:
+    value = request.query.get("wait", "1").lower()
+    if value in ("1", "true", "yes", ""):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ControlError(400, f"wait must be 0 or 1, not {value!r}")
+
+
+class ControlRoutes:
+    """Handlers of /v1/*: status, health and the verbs, all through the `Pod` protocol."""
+
+    def __init__(self, pod: Pod, tree: ProcessTree, *, lag_limit: float) -> None:
+        self._pod = pod
+        self._tree = tree
+        self._lag_limit = lag_limit
+        # Verbs in flight: kept referenced (asyncio holds tasks weakly) and cancelled when the
+        # listener closes, so none outlives the loop unnoticed.
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/status", self.status)
+        app.router.add_get("/v1/health", self.health)
+        for verb in ("start", "stop", "restart", "signal"):
+            app.router.add_post(f"/v1/services/{{name}}/{verb}", self.service_verb)
+        app.router.add_post("/v1/reload", self.reload)
+        # On shutdown, before aiohttp waits for handlers: a waiting request then answers at
+        # once instead of holding the pod's exit for the whole shutdown timeout.
+        app.on_shutdown.append(self._cancel_in_flight)
+
+    async def status(self, request: web.Request) -> web.Response:
+        snap = self._pod.snapshot()
+        services = [self._service_status(s) for s in snap.services]
+        self._tree.forget_dead()
+        return web.json_response({
+            "services": services,
+            "draining": snap.draining,
+            "started_up": snap.started_up,
+            "booted_at": snap.booted_at,
+            "reload_errors": list(snap.reload_errors),
+        })
+
+    async def health(self, request: web.Request) -> web.Response:
+        snap = self._pod.snapshot()
+        ready = all(c.passed or not c.gating for c in readiness_checks(snap))
+        live = all(c.passed for c in liveness_checks(snap, self._pod.loop_lag(), self._lag_limit))
+        return web.json_response({
+            "ready": ready,
+            "live": live,
+            "started_up": snap.started_up,
+            "services": [
+                {
+                    "name": s.name,
+                    "critical": s.critical,
+                    "ready": s.ready,
+                    "live": s.live,
+                    "state": str(s.state),
+                    "reason": s.reason,
+                }
+                for s in snap.services
+            ],
+        })
+
+    async def service_verb(self, request: web.Request) -> web.Response:
+        name = self._known_name(request.match_info["name"])
+        verb = request.path.rsplit("/", 1)[1]
+        wait = _wait_flag(request)
+        call: Coroutine[Any, Any, str]
+        if verb == "signal":
+            try:
+                signum = parse_signal(request.query.get("signal", ""))
+            except ValueError as exc:
+                raise ControlError(400, str(exc)) from None
+            call = self._pod.signal_service(name, signum)
+        elif verb == "start":
+            call = self._pod.start_service(name)
+        elif verb == "stop":
+            call = self._pod.stop_service(name)
+        else:
+            call = self._pod.restart_service(name)
+        task = self._spawn(call, f"{verb} {name}", detached=not wait)
+        if not wait:
+            accepted = {"ok": True, "message": f"{verb} {name}: accepted"}
+            return web.json_response({**accepted, "service": self._status_of(name)}, status=202)
+        try:
+            message = await self._outcome(task)
+            ok = True
+        except VerbFailed as exc:
+            message, ok = str(exc), False
+        except UnknownService:
+            # Gone between the check and the verb: a reload removed it.
+            raise ControlError(404, f"no service named {name!r}") from None
+        return web.json_response({"ok": ok, "message": message, "service": self._status_of(name)})
+
+    async def reload(self, request: web.Request) -> web.Response:
+        wait = _wait_flag(request)
+        task = self._spawn(self._pod.reload(), "reload", detached=not wait)
+        if not wait:
+            return web.json_response({"ok": True, "messages": ["reload: accepted"]}, status=202)
+        applied, messages = await self._outcome(task)
+        return web.json_response({"ok": applied, "messages": list(messages)})
+
+    def _known_name(self, name: str) -> str:
+        if not is_service_name(name):
+            raise ControlError(400, f"bad service name {name!r}")
+        if self._pod.snapshot().service(name) is None:
+            raise ControlError(404, f"no service named {name!r}")
+        return name
+
+    def _spawn(self, call: Coroutine[Any, Any, T], what: str, *, detached: bool) -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(call, name=f"podctl {what}")
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[T]) -> None:
+            self._tasks.discard(t)
+            if t.cancelled():
+                return
+            exc = t.exception()  # also marks it retrieved when the waiting client went away
+            if exc is not None and detached:
+                if isinstance(exc, (UnknownService, VerbFailed)):
+                    log.warning("control_verb_failed", verb=what, error=str(exc))
+                else:
+                    log.error("control_verb_crashed", verb=what, exc_info=exc)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _outcome(self, task: asyncio.Task[T]) -> T:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and current.cancelling() == 0:
+                # The listener is closing (see _cancel_in_flight), not this request: say so
+                # rather than drop the connection.
+                raise ControlError(503, "the pod is shutting down; outcome unknown") from None
+            raise
+
+    async def _cancel_in_flight(self, app: web.Application) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+    def _status_of(self, name: str) -> dict[str, object] | None:
+        svc = self._pod.snapshot().service(name)
+        return None if svc is None else self._service_status(svc)
+
+    def _service_status(self, svc: ServiceSnapshot) -> dict[str, object]:
+        running = svc.pid is not None
+        usage = self._tree.usage(self._pod.pids_of(svc.name)) if running else None
+        uptime = None
+        if running and svc.started_at is not None:
+            uptime = round(max(0.0, time.time() - svc.started_at), 3)
+        return {
+            "name": svc.name,
+            "state": str(svc.state),
+            "critical": svc.critical,
+            "ready": svc.ready,
+            "live": svc.live,
+            "pid": svc.pid,
+            "uptime_seconds": uptime,
+            "restarts": svc.restarts,
+            "restarts_by_reason": dict(svc.restarts_by_reason),
+            "last_exit": svc.last_exit,
+            "last_exit_code": svc.last_exit_code,
+            "reason": svc.reason,
+            "cpu_percent": None if usage is None else round(usage.cpu_percent, 1),
+            "rss_bytes": None if usage is None else usage.rss_bytes,
+        }

@@ -1,0 +1,147 @@
+"""HTTP over the pod's control socket: stdlib `http.client` on an AF_UNIX stream.
+
+Every call has a timeout, and every way of not reaching the pod becomes one line that says
+which (no socket, refused, permission denied, no answer) with exit code 4.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+
+from healthz.podctl_errors import FAILED, UNREACHABLE, USAGE, PodctlError
+
+TYPE_CHECKING = False  # spares the `typing` import at run time; mypy treats it as True
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+DEFAULT_RUN = "/run/coditect"
+SOCKET_NAME = "podctl.sock"
+
+
+def default_socket(env: Mapping[str, str]) -> str:
+    """`$CODITECT_RUN/podctl.sock`, where the engine puts it (`/run/coditect` by default)."""
+    return os.path.join(env.get("CODITECT_RUN") or DEFAULT_RUN, SOCKET_NAME)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """An `HTTPConnection` whose transport is a unix socket; the rest is stdlib HTTP/1.1."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class Response:
+    """Status and body of one answer, read completely before the connection closes."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON (a proxy's or an old engine's page)."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+
+class PodClient:
+    """The pod as seen through its control socket."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, timeout: float | None = None) -> Response:
+        limit = self.timeout if timeout is None else timeout
+        conn = UnixHTTPConnection(self.socket_path, limit)
+        try:
+            try:
+                conn.connect()
+            except OSError as exc:
+                raise PodctlError(UNREACHABLE, self._unreachable(exc)) from None
+            try:
+                conn.request(method, path, headers={"Accept": "application/json"})
+                answer = conn.getresponse()
+                return Response(answer.status, answer.read())
+            except TimeoutError:
+                if method == "GET":
+                    raise PodctlError(
+                        UNREACHABLE, f"pod unreachable: no answer within {limit:g}s"
+                    ) from None
+                raise PodctlError(
+                    FAILED,
+                    f"no outcome within {limit:g}s; the order was sent and may still be "
+                    "carried out (see podctl status; --timeout waits longer)",
+                ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise PodctlError(
+                    UNREACHABLE, f"pod unreachable: the connection broke ({exc or type(exc)})"
+                ) from None
+        finally:
+            conn.close()
+
+    def call(self, method: str, path: str, timeout: float | None = None) -> Any:
+        """A JSON route: its answer, or a `PodctlError` with the exit code the failure means."""
+        answer = self.request(method, path, timeout)
+        data = answer.json()
+        error = data.get("error") if isinstance(data, dict) else None
+        if answer.status == 404 and isinstance(error, str) and error.startswith("no service"):
+            raise PodctlError(UNREACHABLE, error)
+        if answer.status == 400 and isinstance(error, str):
+            raise PodctlError(USAGE, error)  # a bad name or signal the pod caught before us
+        if answer.status in (404, 405):
+            raise PodctlError(FAILED, f"the pod does not know {method} {path} (an older engine?)")
+        if answer.status >= 400 and isinstance(error, str):
+            raise PodctlError(FAILED, error)  # 503: shutting down, outcome unknown
+        if answer.status >= 400 or data is None:
+            detail = error if isinstance(error, str) else answer.text().strip()[:200]
+            raise PodctlError(
+                FAILED, f"the pod answered {answer.status} to {method} {path}: {detail}"
+            )
+        return data
+
+    def _unreachable(self, exc: OSError) -> str:
+        where = self.socket_path
+        if isinstance(exc, FileNotFoundError | NotADirectoryError):
+            return (
+                f"pod unreachable: no socket at {where} "
+                "(is the pod running? --socket or CODITECT_RUN name another)"
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return (
+                f"pod unreachable: connection refused at {where} (stale socket: no pod behind it)"
+            )
+        if isinstance(exc, PermissionError):
+            return f"pod unreachable: permission denied on {where}{_owner_hint(where)}"
+        if isinstance(exc, TimeoutError | BlockingIOError):
+            return f"pod unreachable: {where} accepts no connections (the pod is stuck or busy)"
+        return f"pod unreachable: {where}: {exc.strerror or exc}"
+
+
+def _owner_hint(path: str) -> str:
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return " (run podctl as the user the pod runs as)"
+    return f" (it belongs to uid {uid}: run podctl as that user)"

@@ -1,0 +1,40 @@
+"""Exit codes of `podctl` and the one exception that carries a code and a line to `main`.
+
+The codes are a contract (docs/PODCTL.md, `podctl --help`): scripts and probes branch on them.
+"""
+
+from __future__ import annotations
+
+OK = 0
+FAILED = 1  # a verb failed; doctor found something required missing; pod not ready (is-ready)
+USAGE = 2  # malformed command line, bad signal, bad service name
+NOT_RUNNING = 3  # a named service (or any, for bare `status`) is not running or not ready
+UNREACHABLE = 4  # pod unreachable, or an unknown service name
+
+
+class PodctlError(Exception):
+    """A failure a person can act on: one line on stderr, then exit with `code`."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def check_name(name: str) -> str:
+    """A service name as the control API accepts it; anything else is a usage error.
+
+    The rule is the socket's (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, docs/CONTROL_API.md),
+    checked here before a name reaches a URL or a path: no `/` and no leading dot, so `logs`
+    can never leave `$CODITECT_HOME/logs`. (No `re`: the plain test is cheaper to import.)
+    """
+    if not 0 < len(name) <= 128 or name.startswith(".") or any(c not in _NAME_CHARS for c in name):
+        raise PodctlError(
+            USAGE,
+            f"bad service name {name!r}: letters, digits, '_', '.' and '-', "
+            "not starting with '.', at most 128",
+        )
+    return name
+
+
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")

@@ -1,0 +1,89 @@
+"""Hot reload of the real engine: a change on disk, SIGHUP and the control socket's reload
+apply only the difference; an invalid edit leaves the running pod untouched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import urllib.request
+from pathlib import Path
+
+from healthz.podctl_client import PodClient
+from tests.support import RunningPod, wait_for, write_catalogue
+
+SLEEPER = "sh -c 'trap \"exit 0\" TERM; while :; do sleep 0.05; done'"
+
+
+def _program(name: str, command: str = SLEEPER) -> str:
+    return f"[program:{name}]\ncommand={command}\nstartsecs=0\n"
+
+
+def _pids(pod: RunningPod) -> dict[str, int]:
+    """The current pid of each service, from the spawned/exited event stream."""
+    alive: dict[str, int] = {}
+    for event in pod.events():
+        if event.get("event") == "spawned":
+            alive[event["service"]] = event["pid"]
+        elif event.get("event") == "exited" and alive.get(event["service"]) == event["pid"]:
+            del alive[event["service"]]
+    return alive
+
+
+def test_reload_applies_only_the_difference(tmp_path: Path) -> None:
+    """Add, remove, change on disk; unchanged services keep their pid; invalid edits are
+    rejected, shown and counted; an editor's save burst is one reload."""
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "keep": {"command": SLEEPER, "startsecs": "0"},
+        "drop": {"command": SLEEPER, "startsecs": "0"},
+        "edit": {"command": SLEEPER, "startsecs": "0"}})
+    conf = catalogue / "conf.d"
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("spawned", count=3)
+        pod.wait_event("watching_catalogue")
+        keep = _pids(pod)["keep"]
+
+        # Add one, remove one, change one: one debounced reload.
+        (conf / "fresh.conf").write_text(_program("fresh"))
+        (conf / "drop.conf").unlink()
+        (conf / "edit.conf").write_text(_program("edit", SLEEPER + " ") + "stopwaitsecs=3\n")
+        reloaded = pod.wait_event("reloaded", timeout=10)[0]
+        assert reloaded["added"] == ["fresh"]
+        assert reloaded["removed"] == ["drop"]
+        assert reloaded["changed"] == ["edit"]
+        wait_for(lambda: set(_pids(pod)) == {"keep", "edit", "fresh"}, 10, "the new set")
+        assert _pids(pod)["keep"] == keep
+
+        # An invalid edit: rejected, the pod untouched, the errors visible and counted.
+        before = _pids(pod)
+        (conf / "edit.conf").write_text(_program("edit") + "startsecss=5\n")
+        rejected = pod.wait_event("reload_rejected", timeout=10)[0]
+        assert any("startsecss" in p and "did you mean 'startsecs'" in p
+                   for p in rejected["problems"])
+        assert _pids(pod) == before
+        status = PodClient(str(pod.run_dir / "podctl.sock"), 10).call("GET", "/v1/status")
+        assert any("startsecss" in line for line in status["reload_errors"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{pod.health_port}/metrics",
+                                    timeout=5) as answer:
+            assert "coditect_pod_reload_failures_total 1.0" in answer.read().decode()
+
+        # An editor's save: several writes to a temp file, then a rename over the original.
+        count = len(pod.events("reloaded"))
+        temp = conf / ".edit.conf.swp"
+        for attempt in range(5):
+            temp.write_text(_program("edit") + f"stopwaitsecs={attempt + 1}\n")
+        os.replace(temp, conf / "edit.conf")
+        pod.wait_event("reloaded", count=count + 1, timeout=10)
+        wait_for(lambda: "edit" in _pids(pod), 10, "edit running again")
+        assert _pids(pod)["keep"] == keep
+
+        # SIGHUP and the socket's reload re-read an unchanged catalogue: nothing restarts.
+        # The SIGHUP's reload is the next one: the burst above made exactly one.
+        pod.signal(signal.SIGHUP)
+        pod.wait_event("reloaded", count=count + 2, timeout=10)
+        assert pod.events("reloaded")[count + 1]["changed"] == []
+        answer = PodClient(str(pod.run_dir / "podctl.sock"), 10).call("POST", "/v1/reload")
+        assert answer["ok"] is True
+        assert _pids(pod)["keep"] == keep
+    finally:
+        pod.stop()
