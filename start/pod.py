@@ -13,7 +13,7 @@ import signal
 import time
 from collections.abc import Callable
 
-from healthz.model import PodSnapshot, State, UnknownService
+from healthz.model import PodSnapshot, State, UnknownService, VerbFailed
 from start.catalogue import Catalogue
 from start.errors import ConfigError
 from start.service import EngineContext, Service
@@ -96,16 +96,24 @@ class Pod:
         if service.state in (State.STARTING, State.RUNNING):
             return f"{name}: already {service.state.value}"
         service.request_start(service.dependencies())
+        return await self._outcome_of_start(service)
+
+    async def _outcome_of_start(self, service: Service) -> str:
+        """Wait until the start is decided: ready (ok), or given up / dead (VerbFailed)."""
         await self._wait_until(service, lambda: service.ready or service.state in (
             State.BACKOFF, State.FATAL, State.EXITED, State.STOPPED),
             service.spec.health.start_timeout + 1)
-        return f"{name}: {_describe(service)}"
+        if not service.ready:
+            raise VerbFailed(f"{service.name}: {_describe(service)}")
+        return f"{service.name}: {_describe(service)}"
 
     async def stop_service(self, name: str) -> str:
         service = self._get(name)
         if service.proc is None and service.state in (State.STOPPED, State.EXITED):
             return f"{name}: already {service.state.value}"
         await service.stop()
+        if service.proc is not None:
+            raise VerbFailed(f"{name}: {_describe(service)}")
         return f"{name}: {_describe(service)}"
 
     async def restart_service(self, name: str) -> str:
@@ -115,10 +123,7 @@ class Pod:
         stopping = service.restart("manual", service.dependencies())
         if stopping is not None:
             await stopping
-        await self._wait_until(service, lambda: service.ready or service.state in (
-            State.BACKOFF, State.FATAL, State.EXITED, State.STOPPED),
-            service.spec.health.start_timeout + 1)
-        return f"{name}: {_describe(service)}"
+        return await self._outcome_of_start(service)
 
     async def signal_service(self, name: str, signum: int) -> str:
         service = self._get(name)
