@@ -107,7 +107,7 @@ def test_sigstopped_child_is_replaced_by_liveness(tmp_path: Path) -> None:
         respawn = pod.wait_event("spawned", service="web", count=2, timeout=15)[1]
         assert respawn["pid"] != pid
         wait_for(lambda: not pid_alive(pid), 5, "the hung process gone")
-        # failures × interval (+ probe timeouts and scheduling): well under the bound.
+        # failures x interval (+ probe timeouts and scheduling): well under the bound.
         assert time.monotonic() - stopped < 8
         pod.wait_event("ready", service="web", count=2, timeout=10)
         metrics = get(pod.health_port, "/metrics")[1]
