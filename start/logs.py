@@ -27,6 +27,9 @@ CONSOLE_BUFFER_BYTES = 4 << 20
 COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
 
+_encode_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _timestamp() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -61,16 +64,28 @@ class Console:
             os.set_blocking(self.fd, self._was_blocking)
             self._loop = None
 
-    def child_line(self, service: str, stream: str, pid: int, line: bytes) -> None:
-        text = line.rstrip(b"\n").decode("utf-8", "replace")
+    def child_lines(self, service: str, stream: str, pid: int, chunk: bytes) -> None:
+        """One chunk of whole lines from one pipe. The timestamp and the fixed part of each
+        JSON object are built once per chunk: this is the log pump's hot path."""
+        decoded = chunk.decode("utf-8", "replace")
+        # split, not splitlines: a "\r" or a form feed inside a line stays in its message.
+        lines = (decoded[:-1] if decoded.endswith("\n") else decoded).split("\n")
         if self.pretty:
             colour = self._colours.setdefault(service, COLOURS[len(self._colours) % len(COLOURS)])
             self._width = max(self._width, len(service))
-            data = f"\x1b[{colour}m{service:<{self._width}} |\x1b[0m {text}\n".encode()
+            prefix = f"\x1b[{colour}m{service:<{self._width}} |\x1b[0m "
+            text = "".join(f"{prefix}{line}\n" for line in lines)
         else:
-            data = (json.dumps({"ts": _timestamp(), "service": service, "stream": stream,
-                                "pid": pid, "message": text}, ensure_ascii=False) + "\n").encode()
-        self.write(data, service)
+            prefix = (f'{{"ts": "{_timestamp()}", "service": {json.dumps(service)}, '
+                      f'"stream": "{stream}", "pid": {pid}, "message": ')
+            encode = _encode_string
+            text = "".join(f"{prefix}{encode(line)}}}\n" for line in lines)
+        data = text.encode()
+        if self._pending_bytes + len(data) <= self.limit:
+            self.write(data, service)
+            return
+        for line in text.splitlines(keepends=True):  # near the limit: drop line by line
+            self.write(line.encode(), service)
 
     def write(self, data: bytes, source: str = "coditect-start") -> None:
         if self._pending_bytes + len(data) > self.limit:
@@ -194,8 +209,7 @@ class Pump:
 
     def _emit(self, complete: bytes) -> None:
         self.log.write(complete)
-        for line in complete.splitlines(keepends=True):
-            self.console.child_line(self.service, self.stream, self.pid, line)
+        self.console.child_lines(self.service, self.stream, self.pid, complete)
 
     def _finish(self) -> None:
         self.loop.remove_reader(self.fd)
