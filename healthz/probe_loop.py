@@ -1,0 +1,139 @@
+"""One probe, run in the background on the running loop, its latest verdict cached.
+
+Readers (the engine, the HTTP faces) only look at :attr:`ProbeLoop.last` and
+:meth:`ProbeLoop.fresh_verdict`; nobody ever waits on a probe.
+
+Cadence: the first probe runs at once; while it has never passed, the gap starts at
+``fast_start`` (50 ms) and doubles up to ``interval``, so a service that comes up in 300 ms is
+seen ready within a few tens of milliseconds of it, not ``interval`` later. After the first
+pass the probe runs every ``interval``. Periods are counted from the start of the previous
+probe; a probe never overlaps the previous one, and each is bounded by ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from healthz.probe_exec import ExecRunner, SubprocessExecRunner
+from healthz.probe_run import ProbeResult, new_probe_session, run_probe
+from healthz.probe_spec import ProbeSpec
+
+if TYPE_CHECKING:
+    import aiohttp
+
+STALE_AFTER_INTERVALS = 3  # a result older than this many intervals counts as failed
+FAST_START = 0.05  # seconds between the first probes, doubling until the first pass
+
+_log = logging.getLogger(__name__)
+
+
+class ProbeLoop:
+    """Runs `spec` every `interval` (faster while it has never passed) and keeps the result."""
+
+    def __init__(
+        self,
+        spec: ProbeSpec,
+        interval: float,
+        timeout: float,
+        on_result: Callable[[ProbeResult], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        session: aiohttp.ClientSession | None = None,
+        session_factory: Callable[[], aiohttp.ClientSession] = new_probe_session,
+        exec_runner: ExecRunner | None = None,
+        fast_start: float = FAST_START,
+    ) -> None:
+        if interval <= 0 or timeout <= 0:
+            raise ValueError("interval and timeout must be more than 0")
+        self.spec = spec
+        self.interval = interval
+        self.timeout = timeout
+        self.on_result = on_result
+        self.last: ProbeResult | None = None
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.runs = 0
+        self._clock = clock
+        self._session = session  # borrowed: never closed here
+        self._session_factory = session_factory
+        self._own_session: aiohttp.ClientSession | None = None
+        self._exec_runner = exec_runner or SubprocessExecRunner()
+        self._fast_start = min(fast_start, interval)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Begin probing on the running loop; the first probe starts at once."""
+        if self._task is not None:
+            raise RuntimeError(f"probe {self.spec} was already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"probe {self.spec}")
+
+    async def stop(self) -> None:
+        """Cancel the probe in flight (an exec probe's process group is killed) and close the
+        session this loop opened. Safe to call more than once, or before `start`."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        if self._own_session is not None:
+            session, self._own_session = self._own_session, None
+            await session.close()
+
+    def fresh_verdict(self, now: float | None = None) -> bool:
+        """True when the latest probe passed and is younger than three intervals."""
+        if self.last is None or not self.last.passed:
+            return False
+        now = self._clock() if now is None else now
+        return now - self.last.at <= STALE_AFTER_INTERVALS * self.interval
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        gap = self._fast_start
+        settled = False
+        while True:
+            began = loop.time()
+            result = await run_probe(
+                self.spec,
+                self.timeout,
+                session=self._web_session(),
+                exec_runner=self._exec_runner,
+                clock=self._clock,
+            )
+            self._record(result)
+            settled = settled or result.passed
+            if settled:
+                period = self.interval
+            else:
+                period, gap = gap, min(gap * 2, self.interval)
+            await asyncio.sleep(max(0.0, began + period - loop.time()))
+
+    def _web_session(self) -> aiohttp.ClientSession | None:
+        if self.spec.kind not in ("http", "https", "ws"):
+            return None
+        if self._session is not None:
+            return self._session
+        if self._own_session is None:
+            self._own_session = self._session_factory()
+        return self._own_session
+
+    def _record(self, result: ProbeResult) -> None:
+        self.last = result
+        self.runs += 1
+        if result.passed:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+        else:
+            self.consecutive_failures += 1
+            self.consecutive_successes = 0
+        if self.on_result is not None:
+            try:
+                self.on_result(result)
+            except Exception:  # the listener's bug must not stop the probing
+                _log.exception("on_result callback for probe %s failed", self.spec)
