@@ -124,8 +124,11 @@ class Doctor:
         ]
         for s in services:
             if s not in good:
-                why = f"{s.get('state')}, not ready" + (
-                    f": {s['reason']}" if s.get("reason") else ""
+                # Ready but still in its startsecs window is "starting", not "not ready".
+                why = (
+                    f"{s.get('state')}"
+                    + ("" if s.get("ready") else ", not ready")
+                    + (f": {s['reason']}" if s.get("reason") else "")
                 )
                 found.append(Finding(problem(self.strict), str(s.get("name")), why))
         found += [Finding(WARN, "last reload", e) for e in status.get("reload_errors", [])]

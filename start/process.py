@@ -61,6 +61,17 @@ class ChildProcess:
         self.popen.returncode = os.waitstatus_to_exitcode(status)
 
 
+def group_exists(pgid: int) -> bool:
+    """Whether any process (a zombie not yet reaped included) is still in the group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
     env = {**base_env, **dict(spec.environment)}
     user: int | None = None

@@ -19,12 +19,14 @@ from typing import Any
 from healthz.model import ServiceSnapshot, State
 from start.catalogue import ServiceSpec
 from start.logs import Console, Pump, ServiceLog
-from start.process import ChildProcess, SpawnError, spawn
+from start.process import ChildProcess, SpawnError, group_exists, spawn
 from start.reaper import Reaper, describe_status
 
 BACKOFF_BASE = 0.5  # seconds before the second restart in a row; doubles from there
 BACKOFF_CAP = 30.0  # never wait longer than this between attempts, never stop trying
 STABLE_RUN = 10.0  # a run at least this long (and past startsecs) resets the backoff
+LEFTOVER_POLL = 0.005  # seconds between checks that a dead run's group is empty
+LEFTOVER_WAIT = 2.0  # after this, start anyway (something in D state ignores SIGKILL) and say so
 
 
 def backoff_delay(failures_in_a_row: int, base: float = BACKOFF_BASE,
@@ -82,6 +84,8 @@ class Service:
         self._probes: dict[str, Any] = {}
         self._log: ServiceLog | None = None
         self._kill_is_deadline = False
+        self._leftover_group: int | None = None  # the last run's group, until it is empty
+        self._leftover_deadline = 0.0
         self.killed_at_deadline = False  # the drain deadline, not stopwaitsecs, forced SIGKILL
 
     # -- what others ask ----------------------------------------------------------------------
@@ -167,6 +171,7 @@ class Service:
         self.want_running = False
         self._pending_restart_reason = None
         self._cancel_timer("backoff")
+        self._cancel_timer("leftovers")
         if self._start_task is not None:
             self._start_task.cancel()
         if self.proc is None:
@@ -197,6 +202,11 @@ class Service:
 
     def _spawn(self) -> None:
         self._cancel_timer("backoff")
+        if self._leftovers_remain():
+            # What the last run left in its group was SIGKILLed; it must be gone (reaped by
+            # us as its new parent) before the next run starts, or it could hold a port.
+            self._set_timer("leftovers", LEFTOVER_POLL, self._spawn_after_leftovers)
+            return
         self.ready_since_spawn = False
         try:
             proc = spawn(self.spec, self.ctx.base_env)
@@ -217,6 +227,22 @@ class Service:
             self._past_startsecs(proc)
         else:
             self._set_timer("startsecs", self.spec.startsecs, self._past_startsecs, proc)
+
+    def _leftovers_remain(self) -> bool:
+        group = self._leftover_group
+        if group is None:
+            return False
+        if group_exists(group) and self.ctx.clock() < self._leftover_deadline:
+            return True
+        if group_exists(group):
+            self.ctx.emit("leftovers_outlived_kill", service=self.name, group=group,
+                          level="warning")
+        self._leftover_group = None
+        return False
+
+    def _spawn_after_leftovers(self) -> None:
+        if self.want_running and self.proc is None:
+            self._spawn()
 
     def _open_pumps(self, proc: ChildProcess) -> None:
         if self._log is None:
@@ -343,6 +369,8 @@ class Service:
     def _on_reaped(self, proc: ChildProcess, status: int) -> None:
         proc.mark_reaped(status)
         proc.kill_leftovers()  # grandchildren go before anything starts again
+        self._leftover_group = proc.pid
+        self._leftover_deadline = self.ctx.clock() + LEFTOVER_WAIT
         if proc is not self.proc:
             return
         description, code = describe_status(status)

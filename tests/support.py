@@ -79,9 +79,9 @@ class RunningPod:
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.stderr: list[str] = []
         self._stderr = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr.start()
-        self.stderr: list[str] = []
 
     def _read(self) -> None:
         assert self.process.stdout is not None
