@@ -42,6 +42,7 @@ class Pod:
         self.deadline_kills = 0
         self._lag = 0.0
         self._heartbeat: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP beside a file change)
 
     # -- boot ---------------------------------------------------------------------------------
 
@@ -92,7 +93,7 @@ class Pod:
     async def start_service(self, name: str) -> str:
         service = self._get(name)
         if self.draining:
-            return f"{name}: not started, the pod is draining"
+            raise VerbFailed(f"{name}: not started, the pod is draining")
         if service.state in (State.STARTING, State.RUNNING):
             return f"{name}: already {service.state.value}"
         service.request_start(service.dependencies())
@@ -119,7 +120,7 @@ class Pod:
     async def restart_service(self, name: str) -> str:
         service = self._get(name)
         if self.draining:
-            return f"{name}: not restarted, the pod is draining"
+            raise VerbFailed(f"{name}: not restarted, the pod is draining")
         stopping = service.restart("manual", service.dependencies())
         if stopping is not None:
             await stopping
@@ -129,7 +130,7 @@ class Pod:
         service = self._get(name)
         signame = signal.Signals(signum).name
         if not service.send_signal(signum):
-            return f"{name}: not running, {signame} not sent"
+            raise VerbFailed(f"{name}: not running, {signame} not sent")
         group = service.proc.pid if service.proc else "?"
         return f"{name}: sent {signame} to process group {group}"
 
@@ -145,6 +146,13 @@ class Pod:
     async def reload(self) -> tuple[bool, list[str]]:
         if self.loader is None:
             return False, ["this pod was started without a catalogue to re-read"]
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[bool, list[str]]:
+        if self.draining:  # a reload now would bring back what the drain is stopping
+            self.ctx.emit("reload_ignored", reason="draining", level="warning")
+            return False, ["the pod is draining; the catalogue was not re-read"]
         try:
             new = self.loader()
         except ConfigError as error:
@@ -164,12 +172,12 @@ class Pod:
         for name in removed:
             del self.services[name]
         for spec in changed:
-            service = self.services[spec.name]
-            service.spec = spec
-            if service.want_running or service.proc is not None:
-                stopping = service.restart("reload", service.dependencies())
-                if stopping is not None:
-                    await stopping
+            if self.draining:  # began while this reload waited for a stop
+                self.services[spec.name].spec = spec
+                continue
+            stopping = self.services[spec.name].reconfigure(spec)
+            if stopping is not None:
+                await stopping
         for spec in added:
             self.services[spec.name] = Service(spec, self.ctx)
         for spec in added:

@@ -25,6 +25,9 @@ from start.reaper import Reaper, describe_status
 BACKOFF_BASE = 0.5  # seconds before the second restart in a row; doubles from there
 BACKOFF_CAP = 30.0  # never wait longer than this between attempts, never stop trying
 STABLE_RUN = 10.0  # a run at least this long (and past startsecs) resets the backoff
+# Restarts an operator asked for: counted by reason, but never towards restart_budget, which
+# exists so the kubelet replaces a container the engine cannot heal.
+OPERATOR_REASONS = frozenset({"manual", "reload"})
 LEFTOVER_POLL = 0.005  # seconds between checks that a dead run's group is empty
 LEFTOVER_WAIT = 2.0  # after this, start anyway (something in D state ignores SIGKILL) and say so
 
@@ -48,7 +51,7 @@ class EngineContext:
     emit: Callable[..., None]  # the supervisor's own event log
     logs_dir: Path
     base_env: dict[str, str]
-    exec_runner: Any = None  # healthz.probes.ExecRunner; None: the probe's default
+    exec_runner: Any = None  # healthz.probes.ExecRunner; None: a ReaperExecRunner on `reaper`
     metrics: Any = None  # healthz.metrics.PodMetrics once the health service is up
     clock: Callable[[], float] = time.monotonic
     backoff_base: float = BACKOFF_BASE
@@ -82,6 +85,7 @@ class Service:
         self._start_task: asyncio.Task[None] | None = None
         self._pumps: list[Pump] = []
         self._probes: dict[str, Any] = {}
+        self._probe_stops: set[asyncio.Task[None]] = set()
         self._log: ServiceLog | None = None
         self._kill_is_deadline = False
         self._leftover_group: int | None = None  # the last run's group, until it is empty
@@ -123,6 +127,8 @@ class Service:
         if not ready and not reason and self.proc is not None:
             last = getattr(self._probes.get("ready"), "last", None)
             reason = f"readiness probe: {last.reason}" if last is not None else "not ready yet"
+        elif not ready and not reason:
+            reason = self.state.value  # stopped, exited: the state is the reason
         return ServiceSnapshot(
             name=self.name,
             state=self.state,
@@ -145,10 +151,12 @@ class Service:
         """Run it (again), after its dependencies have settled."""
         self.want_running = True
         self.failed_starts = 0
-        if self.state in (State.STARTING, State.RUNNING, State.WAITING):
+        if self.state in (State.STARTING, State.RUNNING):
             return
         if self.state is State.STOPPING:
             return  # `_on_reaped` spawns again because want_running is set
+        if self._start_task is not None:
+            self._start_task.cancel()  # WAITING: wait again, for what `after` names now
         self._cancel_timer("backoff")
         waiting = [d for d in dependencies if d.want_running and not d.settled.is_set()]
         if not waiting:
@@ -172,15 +180,17 @@ class Service:
         self._pending_restart_reason = None
         self._cancel_timer("backoff")
         self._cancel_timer("leftovers")
+        self._cancel_timer("settle")
         if self._start_task is not None:
             self._start_task.cancel()
         if self.proc is None:
             if self.state is not State.EXITED:
                 self._enter(State.STOPPED, "")
             self.settled.set()
-            return
-        waiter = self._begin_stop(deadline)
-        await waiter
+        else:
+            await self._begin_stop(deadline)
+        if self._probe_stops:  # nothing of a probe (an exec probe's process) outlives a stop
+            await asyncio.wait(set(self._probe_stops))
 
     def restart(self, reason: str, dependencies: list[Service]) -> asyncio.Future[None] | None:
         """Stop the process (if any) and start it again; counted under `reason`."""
@@ -192,6 +202,16 @@ class Service:
         self._pending_restart_reason = reason
         return self._begin_stop(None)
 
+    def reconfigure(self, spec: ServiceSpec) -> asyncio.Future[None] | None:
+        """Take a spec changed by a reload. A running process is stopped the way it was started
+        (its own stopsignal and stopwaitsecs) and comes back under the new spec."""
+        if self.proc is None:
+            self.spec = spec
+            return self.restart("reload", self.dependencies()) if self.want_running else None
+        stopping = self.restart("reload", self.dependencies())
+        self.spec = spec  # `_on_reaped` spawns under it
+        return stopping
+
     def send_signal(self, signum: int) -> bool:
         return self.proc is not None and self.proc.signal_group(signum)
 
@@ -202,6 +222,10 @@ class Service:
 
     def _spawn(self) -> None:
         self._cancel_timer("backoff")
+        if not self.settled.is_set() and "settle" not in self._timers:
+            # Dependents wait at most start_timeout from the first attempt, across restarts:
+            # each spawn's own timer dies with a process that never lives that long.
+            self._set_timer("settle", self.spec.health.start_timeout, self._gave_up_settling)
         if self._leftovers_remain():
             # What the last run left in its group was SIGKILLed; it must be gone (reaped by
             # us as its new parent) before the next run starts, or it could hold a port.
@@ -221,8 +245,9 @@ class Service:
         self._enter(State.STARTING, "")
         self.ctx.emit("spawned", service=self.name, pid=proc.pid)
         self._start_probes()  # before RUNNING: with a probe, running is not yet ready
-        self._set_timer("start_timeout", self.spec.health.start_timeout, self._start_timed_out,
-                        proc)
+        if "ready" in self._probes:  # without one, startsecs alone decides a failed start
+            self._set_timer("start_timeout", self.spec.health.start_timeout,
+                            self._start_timed_out, proc)
         if self.spec.startsecs <= 0:
             self._past_startsecs(proc)
         else:
@@ -281,6 +306,12 @@ class Service:
         self.reason = f"not ready within start_timeout ({timeout:g}s)"
         self._begin_stop(None, keep_state_reason=True)
 
+    def _gave_up_settling(self) -> None:
+        if not self.settled.is_set():
+            self.ctx.emit("not_ready_in_time", service=self.name,
+                          seconds=self.spec.health.start_timeout, level="warning")
+            self.settled.set()  # dependents start anyway: a broken dependency never blocks
+
     # -- probes -------------------------------------------------------------------------------
 
     def _start_probes(self) -> None:
@@ -290,6 +321,12 @@ class Service:
         for kind, spec in (("ready", health.ready), ("live", health.live)):
             if spec.kind == "none":
                 continue
+            if spec.kind == "exec" and self.ctx.exec_runner is None:
+                # Never asyncio's child watcher: our reaper's waitpid(-1) would take its
+                # statuses (a probe of `true` would read exit 255).
+                from start.execprobe import ReaperExecRunner
+
+                self.ctx.exec_runner = ReaperExecRunner(self.ctx.reaper)
             loop = ProbeLoop(spec, health.interval, health.timeout,
                              on_result=functools.partial(self._on_probe, kind),
                              exec_runner=self.ctx.exec_runner)
@@ -299,7 +336,10 @@ class Service:
     def _stop_probes(self) -> None:
         probes, self._probes = self._probes, {}
         for probe in probes.values():
-            self.ctx.loop.create_task(probe.stop())
+            task = self.ctx.loop.create_task(probe.stop())
+            # Kept (the loop holds tasks only weakly) so that `stop` can wait for them.
+            self._probe_stops.add(task)
+            task.add_done_callback(self._probe_stops.discard)
 
     def _on_probe(self, kind: str, result: Any) -> None:
         if self.ctx.metrics is not None:
@@ -325,6 +365,7 @@ class Service:
             self.ever_ready = True
             self.reason = ""
             self._cancel_timer("start_timeout")
+            self._cancel_timer("settle")
             self.settled.set()
             self.ctx.emit("ready", service=self.name)
             if self.state is State.STARTING and self.spec.startsecs <= 0:
@@ -454,7 +495,8 @@ class Service:
     def _count_restart(self, reason: str) -> None:
         self.restarts += 1
         self.restarts_by_reason[reason] += 1
-        self._restart_times.append(self.ctx.clock())
+        if reason not in OPERATOR_REASONS:
+            self._restart_times.append(self.ctx.clock())
 
     # -- plumbing -----------------------------------------------------------------------------
 
