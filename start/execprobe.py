@@ -61,14 +61,17 @@ class ReaperExecRunner:
             pass
         finally:
             _kill_group(popen.pid)
-            if not exited.done():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(KILL_GRACE):
-                        await exited
-            if exited.done():
-                popen.returncode = os.waitstatus_to_exitcode(exited.result())
-            loop.remove_reader(fd)
-            popen.stdout.close()
+            try:
+                if not exited.done():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(KILL_GRACE):
+                            await asyncio.shield(exited)  # a second cancel must not end it
+            finally:
+                # The reaper owns the pid: Popen must never waitpid it, not even from __del__.
+                popen.returncode = (os.waitstatus_to_exitcode(exited.result())
+                                    if exited.done() else -signal.SIGKILL)
+                loop.remove_reader(fd)
+                popen.stdout.close()
         return ExecOutcome(returncode=returncode, output=bytes(output))
 
 

@@ -147,14 +147,14 @@ class Pod:
         if self.loader is None:
             return False, ["this pod was started without a catalogue to re-read"]
         async with self._reloading:
-            return await self._reload()
+            return await self._reload(self.loader)
 
-    async def _reload(self) -> tuple[bool, list[str]]:
+    async def _reload(self, loader: Callable[[], Catalogue]) -> tuple[bool, list[str]]:
         if self.draining:  # a reload now would bring back what the drain is stopping
             self.ctx.emit("reload_ignored", reason="draining", level="warning")
             return False, ["the pod is draining; the catalogue was not re-read"]
         try:
-            new = self.loader()
+            new = loader()
         except ConfigError as error:
             self.reload_errors = tuple(error.problems)
             if self.ctx.metrics is not None:

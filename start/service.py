@@ -105,7 +105,16 @@ class Service:
         probe = self._probes.get("ready")
         if probe is None:
             return self.state is State.RUNNING
-        return bool(probe.fresh_verdict())
+        from healthz.probe_loop import STALE_AFTER_INTERVALS  # imported with the probe
+
+        last = probe.last
+        if last is None or not (last.passed or self.ready_since_spawn):
+            return False
+        # A result older than three intervals counts as failed (a hung probe); short of that,
+        # it takes `failures` failures in a row to make a service that was ready unready.
+        if self.ctx.clock() - last.at > STALE_AFTER_INTERVALS * probe.interval:
+            return False
+        return bool(probe.consecutive_failures < self.spec.health.failures)
 
     @property
     def live(self) -> bool:
@@ -329,7 +338,7 @@ class Service:
                 self.ctx.exec_runner = ReaperExecRunner(self.ctx.reaper)
             loop = ProbeLoop(spec, health.interval, health.timeout,
                              on_result=functools.partial(self._on_probe, kind),
-                             exec_runner=self.ctx.exec_runner)
+                             clock=self.ctx.clock, exec_runner=self.ctx.exec_runner)
             self._probes[kind] = loop
             loop.start()
 
