@@ -8,6 +8,7 @@ where they are free; `busy_demo_ports` says which are not (the tests skip, namin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,13 +16,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from healthz.podctl_client import PodClient
-from tests.support import ROOT, RunningPod, pid_alive, wait_for
+from tests.support import ROOT, RunningPod, http_get, pid_alive, wait_for
 
 # Every port the demo binds, and who binds it. The health service is on 8081 (the demo's
 # default) because nginx's `/health` proxies to 127.0.0.1:8081 (deploy/nginx/coditect-http.conf).
@@ -64,11 +66,34 @@ def world_traversable_tmp(prefix: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def running_demo(prefix: str, catalogue: Path = ROOT / "supervisor",
+                 env: dict[str, str] | None = None) -> Iterator[Demo]:
+    """A demo pod answering /readyz 200 (the test skips where its fixed ports are taken or
+    nginx is missing); stopped and its directory removed afterwards."""
+    busy = busy_demo_ports()
+    if busy:
+        pytest.skip(f"the demo pod's fixed ports are in use: {', '.join(busy)}")
+    if shutil.which("nginx") is None:
+        pytest.skip("the demo pod needs nginx on PATH")
+    base = world_traversable_tmp(prefix)
+    pod = Demo(base, catalogue, env)
+    try:
+        wait_for(pod.answers, BOOT_DEADLINE, lambda: f"/readyz 200\n{pod.pod.tail()}",
+                 interval=0.1)
+        yield pod
+    finally:
+        pod.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
 class Demo:
     """One running demo pod, its directories, and ways to ask it things."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, catalogue: Path = ROOT / "supervisor",
+                 env: dict[str, str] | None = None) -> None:
         self.base = base
+        self.catalogue = catalogue
         self.home = base / "home"
         self.workspace = base / "workspace"
         self.workspace.mkdir()
@@ -81,9 +106,10 @@ class Demo:
             "CODITECT_WORKSPACE": str(self.workspace),
             "JWT_SECRET": "demo-only-not-a-secret",
             "FDB_CLUSTER_FILE": str(ROOT / "demo" / "fdb.cluster"),
+            **(env or {}),
         }
         self.pod = RunningPod(
-            ROOT / "supervisor", self.home, env=self.env, health_port=HEALTH_PORT,
+            catalogue, self.home, env=self.env, health_port=HEALTH_PORT,
             extra_args=["--overlay", str(ROOT / "demo" / "overlay.conf")])
         self.run_dir = self.pod.run_dir
         self.socket = self.run_dir / "podctl.sock"
@@ -115,6 +141,16 @@ class Demo:
         assert isinstance(pid, int), f"{name} has no pid"
         return pid
 
+    def answers(self) -> bool:
+        """/readyz is 200; fails the test at once if the pod exited."""
+        if self.pod.process.poll() is not None:
+            raise AssertionError(f"the demo pod exited ({self.pod.process.returncode})\n"
+                                 f"{self.pod.tail(40)}")
+        try:
+            return self.health_get("/readyz")[0] == 200
+        except OSError:
+            return False
+
     def health_get(self, path: str) -> tuple[int, str]:
         return http_get(f"http://127.0.0.1:{HEALTH_PORT}{path}")
 
@@ -135,14 +171,6 @@ def run_podctl(*argv: str, timeout: float = COMMAND_DEADLINE,
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **(env or {})}
     return subprocess.run([*podctl_command(), *argv], capture_output=True, text=True,
                           env=environment, cwd=ROOT, timeout=timeout, check=False)
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def curl_f(url: str) -> int:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """GET `url`: the status and body, an HTTP error's too (5 s timeout; OSError when nothing
+    answers)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    """GET `path` on 127.0.0.1:`port`."""
+    return http_get(f"http://127.0.0.1:{port}{path}")
 
 
 class RunningPod:

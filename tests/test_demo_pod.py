@@ -23,52 +23,28 @@ from pathlib import Path
 import pytest
 
 from tests.demo_support import (
-    BOOT_DEADLINE,
     CORE,
     HEALTH_PORT,
     NGINX,
     SERVICES,
     Demo,
     all_gone,
-    busy_demo_ports,
     children,
     curl_f,
     health_document,
     nobody_client_dir,
     podctl_command,
     run_podctl,
+    running_demo,
     system_python,
-    world_traversable_tmp,
 )
 from tests.support import ROOT, RunningPod, wait_for, write_catalogue
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[Demo]:
-    busy = busy_demo_ports()
-    if busy:
-        pytest.skip(f"the demo pod's fixed ports are in use: {', '.join(busy)}")
-    if shutil.which("nginx") is None:
-        pytest.skip("the demo pod needs nginx on PATH")
-    base = world_traversable_tmp("coditect-demo-")
-    pod = Demo(base)
-    try:
-        wait_for(lambda: _answers(pod), BOOT_DEADLINE, lambda: f"/readyz 200\n{pod.pod.tail()}",
-                 interval=0.1)
+    with running_demo("coditect-demo-") as pod:
         yield pod
-    finally:
-        pod.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _answers(pod: Demo) -> bool:
-    if pod.pod.process.poll() is not None:
-        raise AssertionError(f"the demo pod exited ({pod.pod.process.returncode})\n"
-                             f"{pod.pod.tail(40)}")
-    try:
-        return pod.health_get("/readyz")[0] == 200
-    except OSError:
-        return False
 
 
 def cells(table: str, name: str) -> list[str]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support import free_port
+
 STANDINS = Path(__file__).resolve().parent.parent / "demo" / "standins"
 API_ENV = {"JWT_SECRET": "test-only", "FDB_CLUSTER_FILE": "/nonexistent/fdb.cluster"}
 
@@ -22,13 +24,6 @@ API_ENV = {"JWT_SECRET": "test-only", "FDB_CLUSTER_FILE": "/nonexistent/fdb.clus
 STOP_WITHIN = 1.0
 # Generous, so a loaded CI machine does not fail a test that would pass on a quiet one.
 START_WITHIN = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 Spawn = Callable[..., Awaitable[asyncio.subprocess.Process]]

@@ -8,22 +8,12 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from healthz.podctl_client import PodClient
-from tests.support import RunningPod, free_port, pid_alive, wait_for, write_catalogue
+from tests.support import RunningPod, free_port, get, pid_alive, wait_for, write_catalogue
 
 HTTP = f"{sys.executable} -m http.server --bind 127.0.0.1"
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def delayed_http(port: int, delay: float) -> str:

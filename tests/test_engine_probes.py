@@ -7,27 +7,18 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tests.support import (
     ROOT,
     RunningPod,
     free_port,
+    get,
     pid_alive,
     wait_for,
     write_catalogue,
     zombies_of,
 )
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 def answers(port: int, path: str, status: int) -> bool:

@@ -11,9 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,23 +18,13 @@ from typing import Any
 import psutil
 import pytest
 
+from tests.support import http_get, wait_for
+
 OBSERVERS = {
     "inotify": [],
     "poll": ["--poll", "--poll-interval", "0.1"],
 }
 Event = dict[str, Any]
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    """Poll `predicate` until truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def sha256(data: bytes) -> str:
@@ -51,7 +38,8 @@ class Monitor:
         self.proc = proc
         self.events_log = events_log
         self.stderr = stderr
-        started = wait_for(lambda: self.diag("watching") or self._exited(), "the monitor to start")
+        started = wait_for(lambda: self.diag("watching") or self._exited(),
+                           what="the monitor to start")
         assert isinstance(started, list), f"monitor exited:\n{self.stderr.read_text()}"
         self.started = started[0]
         self.metrics_addr: str = self.started["metrics_addr"]
@@ -88,15 +76,11 @@ class Monitor:
             got = [e for e in self.events() if path is None or e["file_path"] == path]
             return got if len(got) >= count else None
 
-        got: list[Event] = wait_for(enough, f"{count} events on {path or 'any path'}", timeout)
+        got: list[Event] = wait_for(enough, timeout, f"{count} events on {path or 'any path'}")
         return got
 
     def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://{self.metrics_addr}{path}", timeout=5) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
+        return http_get(f"http://{self.metrics_addr}{path}")
 
     def metric(self, name: str) -> float:
         _, text = self.get("/metrics")
@@ -271,9 +255,9 @@ def test_events_go_to_stdout_without_an_events_log(root: Path, tmp_path: Path) -
         proc = subprocess.Popen([sys.executable, "-m", "coditect_file_monitor", str(root),
                                  "--checksums", "--format", "json"], stdout=o, stderr=e)
     try:
-        wait_for(lambda: "watching" in err.read_text(), "the monitor to start")
+        wait_for(lambda: "watching" in err.read_text(), what="the monitor to start")
         (root / "x").write_bytes(b"x")
-        wait_for(lambda: out.read_text().endswith("\n"), "an event on stdout")
+        wait_for(lambda: out.read_text().endswith("\n"), what="an event on stdout")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
     finally:
@@ -373,7 +357,8 @@ def test_a_storm_of_50000_writes_keeps_memory_flat_and_counts_drops(
         os.close(fd)
         if n % 1000 == 0:
             peak = max(peak, proc.memory_info().rss)
-    wait_for(lambda: mon.metric("coditect_file_monitor_queue_depth") == 0, "the queue to drain")
+    wait_for(lambda: mon.metric("coditect_file_monitor_queue_depth") == 0,
+             what="the queue to drain")
     peak = max(peak, proc.memory_info().rss)
 
     assert mon.proc.poll() is None
@@ -401,7 +386,7 @@ def test_a_file_that_vanishes_before_hashing_is_reported_with_a_reason(
     assert (created["event_type"], created["sha256"], created["size"]) == ("created", None, None)
     assert created["sha256_error"] == "vanished"
     assert deleted["event_type"] == "deleted"
-    wait_for(lambda: mon.diag("cannot hash a file"), "the vanished file to be logged")
+    wait_for(lambda: mon.diag("cannot hash a file"), what="the vanished file to be logged")
     labels = 'coditect_file_monitor_checksum_errors_total{reason="vanished"}'
     assert mon.metric(labels) == 1
     assert mon.proc.poll() is None
@@ -473,11 +458,11 @@ def test_root_that_disappears_is_waited_for(
     mon = start_monitor(root, *OBSERVERS[observer])
     shutil.rmtree(root)
     wait_for(lambda: mon.diag("ROOT disappeared; waiting for it to come back"),
-             "the loss of ROOT to be logged")
+             what="the loss of ROOT to be logged")
     assert mon.get("/healthz")[0] == 200
     assert mon.metric("coditect_file_monitor_watching") == 0
     root.mkdir()
-    wait_for(lambda: mon.metric("coditect_file_monitor_watching") == 1, "ROOT to be rewatched")
+    wait_for(lambda: mon.metric("coditect_file_monitor_watching") == 1, what="ROOT to be rewatched")
     (root / "new").write_text("new")
     mon.wait_events(1, path="new")
     assert mon.proc.poll() is None
@@ -492,7 +477,7 @@ def test_a_stop_signal_writes_out_pending_events_and_exits_0(
     mon = start_monitor(root, "--coalesce-window", "60")
     for n in range(10):
         (root / f"p{n}").write_text("pending")
-    wait_for(lambda: mon.metric("coditect_file_monitor_queue_depth") == 10, "10 queued")
+    wait_for(lambda: mon.metric("coditect_file_monitor_queue_depth") == 10, what="10 queued")
     assert mon.events() == []
     assert mon.stop(sig) == 0
     assert sorted(e["file_path"] for e in mon.events()) == [f"p{n}" for n in range(10)]

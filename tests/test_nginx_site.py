@@ -13,7 +13,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT, free_port
+
 DEMO_CONF = ROOT / "demo" / "nginx.conf"
 DEPLOY_NGINX = ROOT / "deploy" / "nginx"
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
@@ -44,13 +44,6 @@ PORT_TEXT = {
     "api": "server 127.0.0.1:8080;",
     "codi2": "server 127.0.0.1:8765;",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def nginx_command(prefix: Path, conf: Path, *extra: str) -> list[str]:
