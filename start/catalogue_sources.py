@@ -150,9 +150,15 @@ class Sources:
         layer, found = read
         for section in layer.sections():
             place = Place(str(overlay), found.sections.get(section), section)
-            if section == "include" or not self.parser.has_section(section):
-                self.problem(place, "is not in the catalogue; an overlay only changes keys "
-                             "of sections the catalogue has")
+            if section == "include":
+                self.problem(place, "an overlay cannot include files; list them in the "
+                             "catalogue's [include]")
+                continue
+            if not self.parser.has_section(section):
+                # A note, not a problem: removing a service from the catalogue must not make
+                # the overlay that adapts it (the demo's) reject every later reload.
+                self.note(place, "is not in the catalogue, so the overlay's keys for it are "
+                          "ignored")
                 continue
             for key, value in layer.items(section):
                 self.parser.set(section, key, value)
