@@ -3,10 +3,11 @@
 Readers (the engine, the HTTP faces) only look at :attr:`ProbeLoop.last` and
 :meth:`ProbeLoop.fresh_verdict`; nobody ever waits on a probe.
 
-Cadence: the first probe runs at once; while it has never passed, the gap starts at
-``fast_start`` (50 ms) and doubles up to ``interval``, so a service that comes up in 300 ms is
-seen ready within a few tens of milliseconds of it, not ``interval`` later. After the first
-pass the probe runs every ``interval``. Periods are counted from the start of the previous
+Cadence: the first probe runs at once; while it has never passed, probes run every
+``fast_start`` (50 ms) for the first ``fast_window`` (1 s), then the gap doubles up to
+``interval``. So a service that comes up in 300 ms (a respawn, typically) is seen ready within
+50 ms of it, and a slow one (Theia: minutes) is not polled 20 times a second all along. After
+the first pass the probe runs every ``interval``. Periods are counted from the start of the previous
 probe; a probe never overlaps the previous one, and each is bounded by ``timeout``.
 """
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 STALE_AFTER_INTERVALS = 3  # a result older than this many intervals counts as failed
-FAST_START = 0.05  # seconds between the first probes, doubling until the first pass
+FAST_START = 0.05  # seconds between the first probes
+FAST_WINDOW = 1.0  # seconds of probing every FAST_START before the gap starts doubling
 
 _log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class ProbeLoop:
         session_factory: Callable[[], aiohttp.ClientSession] = new_probe_session,
         exec_runner: ExecRunner | None = None,
         fast_start: float = FAST_START,
+        fast_window: float = FAST_WINDOW,
     ) -> None:
         if interval <= 0 or timeout <= 0:
             raise ValueError("interval and timeout must be more than 0")
@@ -63,6 +66,7 @@ class ProbeLoop:
         self._own_session: aiohttp.ClientSession | None = None
         self._exec_runner = exec_runner or SubprocessExecRunner()
         self._fast_start = min(fast_start, interval)
+        self._fast_window = fast_window
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -97,6 +101,7 @@ class ProbeLoop:
         loop = asyncio.get_running_loop()
         gap = self._fast_start
         settled = False
+        fast_until = loop.time() + self._fast_window
         while True:
             began = loop.time()
             result = await run_probe(
@@ -110,6 +115,8 @@ class ProbeLoop:
             settled = settled or result.passed
             if settled:
                 period = self.interval
+            elif began < fast_until:
+                period = gap
             else:
                 period, gap = gap, min(gap * 2, self.interval)
             await asyncio.sleep(max(0.0, began + period - loop.time()))

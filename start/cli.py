@@ -103,7 +103,12 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    sys.exit(run(argv))
+    code = run(argv)
+    # Everything is stopped, reaped and written by now. Tearing down the interpreter (GC of
+    # aiohttp and friends) would add ~100 ms to every pod shutdown for nothing: exit at once.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-CHUNK = 1 << 16
+CHUNK = 1 << 16  # bytes per read: also how far a log file may run past its maxbytes
 MAX_PARTIAL_LINE = 1 << 16  # a "line" longer than this is written in pieces
 CONSOLE_BUFFER_BYTES = 4 << 20
 

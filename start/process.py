@@ -7,6 +7,7 @@ signal to the group reaches everything it started that did not leave the group.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import signal
@@ -15,6 +16,8 @@ import time
 from dataclasses import dataclass
 
 from start.catalogue import ServiceSpec
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is in fcntl from 3.10
 
 
 class SpawnError(Exception):
@@ -61,6 +64,15 @@ class ChildProcess:
         self.popen.returncode = os.waitstatus_to_exitcode(status)
 
 
+PIPE_BYTES = 1 << 20  # a chatty child fills 64 KiB between two of our reads; 1 MiB it rarely does
+
+
+def _widen_pipe(fd: int) -> None:
+    """Fewer, larger reads for the log pump; the kernel's limit (pipe-max-size) may refuse."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def group_exists(pgid: int) -> bool:
     """Whether any process (a zombie not yet reaped included) is still in the group."""
     try:
@@ -103,5 +115,6 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             os.set_blocking(stream.fileno(), False)
+            _widen_pipe(stream.fileno())
     return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
                         started_mono=time.monotonic())

@@ -666,7 +666,8 @@ async def test_loop_failing_cadence_grows_to_interval(
 ) -> None:
     """Failing probes start 50 ms apart, the gap doubles, and it stops growing at interval."""
     results = Results()
-    loop = make_loop(loops, f"tcp://127.0.0.1:{refused_port}", 0.4, 0.2, results)
+    loop = make_loop(loops, f"tcp://127.0.0.1:{refused_port}", 0.4, 0.2, results,
+                     fast_window=0.0)
     loop.start()
     for _ in range(7):
         await results.next()
@@ -677,6 +678,22 @@ async def test_loop_failing_cadence_grows_to_interval(
     assert all(0.35 < gap < 0.6 for gap in gaps[4:])  # capped at the interval
     assert loop.consecutive_failures == 7
     assert loop.last is not None and loop.last.reason == "connection refused"
+
+
+async def test_loop_probes_fast_for_the_first_window(
+    loops: list[ProbeLoop], refused_port: int
+) -> None:
+    """Inside the fast window failing probes keep the 50 ms cadence: a respawn that is up in
+    a few hundred milliseconds is seen within one fast gap, not a doubled one."""
+    results = Results()
+    loop = make_loop(loops, f"tcp://127.0.0.1:{refused_port}", 5.0, 0.2, results,
+                     fast_window=0.5)
+    loop.start()
+    for _ in range(6):
+        await results.next()
+    at = [result.at for result in results.all]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(at)]
+    assert all(gap < 0.15 for gap in gaps[:5]), gaps
 
 
 async def test_loop_settles_to_interval_after_a_pass(
