@@ -7,10 +7,13 @@ Processes come and go between two reads, so every psutil call tolerates a vanish
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psutil
+
+MAP_TTL = 0.5  # seconds one scan of who-is-whose-parent serves; trees rarely change faster
 
 # Errors psutil raises for a process that ended, turned zombie, or is not ours to read.
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
@@ -34,8 +37,11 @@ class ProcessTree:
     ended are dropped by :meth:`forget_dead`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._known: dict[int, psutil.Process] = {}
+        self._clock = clock
+        self._children: dict[int, list[int]] = {}
+        self._children_at = -MAP_TTL
 
     def usage(self, root_pids: Iterable[int]) -> TreeUsage | None:
         """The tree under `root_pids` (roots and their descendants); None if none is alive."""
@@ -73,14 +79,30 @@ class ProcessTree:
             if root is None or pid in seen:
                 continue
             seen[pid] = root
-            try:
-                descendants = root.children(recursive=True)
-            except _GONE:
-                continue
-            for child in descendants:
-                if child.pid not in seen:
-                    seen[child.pid] = self._adopt(child)
+            children = self._children_map()
+            pending = list(children.get(pid, ()))
+            while pending:
+                child_pid = pending.pop()
+                if child_pid in seen:
+                    continue
+                child = self._cached(child_pid)
+                if child is not None:
+                    seen[child_pid] = child
+                    pending.extend(children.get(child_pid, ()))
         return list(seen.values())
+
+    def _children_map(self) -> dict[int, list[int]]:
+        """Parent pid -> child pids, from one pass over /proc shared by every tree read in the
+        same moment (a status of five services would otherwise scan /proc five times)."""
+        now = self._clock()
+        if now - self._children_at >= MAP_TTL:
+            children: dict[int, list[int]] = {}
+            for proc in psutil.process_iter(["ppid"]):
+                ppid = proc.info.get("ppid")
+                if ppid is not None:
+                    children.setdefault(ppid, []).append(proc.pid)
+            self._children, self._children_at = children, now
+        return self._children
 
     def _cached(self, pid: int) -> psutil.Process | None:
         proc = self._known.get(pid)

@@ -658,5 +658,5 @@ def test_podctl_imports_nothing_heavy() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=DEADLINE, check=True
     )
     loaded = set(done.stdout.split())
-    assert "http.client" in loaded
+    assert "http.client" not in loaded  # too slow to import for one HTTP/1.0 exchange
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
