@@ -3,12 +3,13 @@
 Readers (the engine, the HTTP faces) only look at :attr:`ProbeLoop.last` and
 :meth:`ProbeLoop.fresh_verdict`; nobody ever waits on a probe.
 
-Cadence: the first probe runs at once; while it has never passed, probes run every
-``fast_start`` (50 ms) for the first ``fast_window`` (1 s), then the gap doubles up to
-``interval``. So a service that comes up in 300 ms (a respawn, typically) is seen ready within
-50 ms of it, and a slow one (Theia: minutes) is not polled 20 times a second all along. After
-the first pass the probe runs every ``interval``. Periods are counted from the start of the previous
-probe; a probe never overlaps the previous one, and each is bounded by ``timeout``.
+Cadence: the first probe runs at once; while it has never passed, the next ones follow 10,
+20 and 40 ms later, then every ``fast_start`` (50 ms) for the first ``fast_window`` (1 s), then
+the gap doubles up to ``interval``. So a service that comes up in 300 ms (a respawn, typically)
+is seen ready within 50 ms of it, and a slow one (Theia: minutes) is not polled 20 times a
+second all along. After the first pass the probe runs every ``interval``. Periods are counted
+from the start of the previous probe; a probe never overlaps the previous one, and each is
+bounded by ``timeout``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 STALE_AFTER_INTERVALS = 3  # a result older than this many intervals counts as failed
 FAST_START = 0.05  # seconds between the first probes
+FIRST_GAPS = (0.01, 0.02, 0.04)  # seconds after the first, second and third probe
 FAST_WINDOW = 1.0  # seconds of probing every FAST_START before the gap starts doubling
 
 _log = logging.getLogger(__name__)
@@ -116,7 +118,10 @@ class ProbeLoop:
             if settled:
                 period = self.interval
             elif began < fast_until:
-                period = gap
+                # The very first probes come sooner still (10, 20, 40 ms): a respawned
+                # service or nginx is often up within a few tens of milliseconds.
+                period = min(gap, FIRST_GAPS[self.runs - 1]) if self.runs <= len(FIRST_GAPS) \
+                    else gap
             else:
                 period, gap = gap, min(gap * 2, self.interval)
             await asyncio.sleep(max(0.0, began + period - loop.time()))

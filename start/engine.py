@@ -27,6 +27,8 @@ from start.watch import CatalogueWatcher
 if TYPE_CHECKING:
     from healthz.server import HealthServer
 
+RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
+
 
 def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]) -> int:
     from coditect_init import InitError, prepare
@@ -101,7 +103,8 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     watcher = CatalogueWatcher(loop, watched, on_hangup)
     watcher.start()
     events("watching_catalogue", directories=[str(d) for d in watcher.directories])
-    _release_boot_memory()
+    # Later, not now: the children are still booting and need the CPU more than we need RSS.
+    loop.call_later(RELEASE_MEMORY_AFTER, _release_boot_memory)
     exit_code = EXIT_OK
     if server is None:
         exit_code = EXIT_RUNTIME

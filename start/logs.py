@@ -28,6 +28,8 @@ COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
 
 _encode_string = json.JSONEncoder(ensure_ascii=False).encode
+# Bytes a JSON string must escape: control characters (a line has no "\n"), quote, backslash.
+_JSON_ESCAPED = bytes([*range(0x20), ord('"'), ord("\\")])
 
 
 def _timestamp() -> str:
@@ -67,25 +69,29 @@ class Console:
     def child_lines(self, service: str, stream: str, pid: int, chunk: bytes) -> None:
         """One chunk of whole lines from one pipe. The timestamp and the fixed part of each
         JSON object are built once per chunk: this is the log pump's hot path."""
-        decoded = chunk.decode("utf-8", "replace")
-        # split, not splitlines: a "\r" or a form feed inside a line stays in its message.
-        lines = (decoded[:-1] if decoded.endswith("\n") else decoded).split("\n")
+        body = chunk[:-1] if chunk.endswith(b"\n") else chunk
         if self.pretty:
             colour = self._colours.setdefault(service, COLOURS[len(self._colours) % len(COLOURS)])
             self._width = max(self._width, len(service))
-            prefix = f"\x1b[{colour}m{service:<{self._width}} |\x1b[0m "
-            text = "".join(f"{prefix}{line}\n" for line in lines)
+            prefix = f"\x1b[{colour}m{service:<{self._width}} |\x1b[0m ".encode()
+            lines = [prefix + line + b"\n" for line in body.split(b"\n")]
         else:
             prefix = (f'{{"ts": "{_timestamp()}", "service": {json.dumps(service)}, '
-                      f'"stream": "{stream}", "pid": {pid}, "message": ')
-            encode = _encode_string
-            text = "".join(f"{prefix}{encode(line)}}}\n" for line in lines)
-        data = text.encode()
+                      f'"stream": "{stream}", "pid": {pid}, "message": ').encode()
+            if body.isascii() and len(body.translate(None, _JSON_ESCAPED)) == len(body):
+                # Nothing to escape (the common case): the lines are their own JSON strings.
+                lines = [prefix + b'"' + line + b'"}\n' for line in body.split(b"\n")]
+            else:
+                encode = _encode_string
+                # split on b"\n" only: a "\r" or a form feed inside a line stays in its message.
+                lines = [prefix + encode(line.decode("utf-8", "replace")).encode() + b"}\n"
+                         for line in body.split(b"\n")]
+        data = b"".join(lines)
         if self._pending_bytes + len(data) <= self.limit:
             self.write(data, service)
             return
-        for line in text.splitlines(keepends=True):  # near the limit: drop line by line
-            self.write(line.encode(), service)
+        for line in lines:  # near the limit: keep what fits, drop (and count) line by line
+            self.write(line, service)
 
     def write(self, data: bytes, source: str = "coditect-start") -> None:
         if self._pending_bytes + len(data) > self.limit:
