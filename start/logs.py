@@ -28,8 +28,9 @@ COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
 
 _encode_string = json.JSONEncoder(ensure_ascii=False).encode
-# Bytes a JSON string must escape: control characters (a line has no "\n"), quote, backslash.
-_JSON_ESCAPED = bytes([*range(0x20), ord('"'), ord("\\")])
+# Bytes a JSON string must escape: control characters, quote, backslash. Not "\n": the check
+# runs on a whole chunk, whose newlines are the line ends the chunk is split on.
+_JSON_ESCAPED = bytes([*(c for c in range(0x20) if c != 0x0A), ord('"'), ord("\\")])
 
 
 def _timestamp() -> str:
