@@ -8,9 +8,11 @@ Signal handlers only record what arrived; the loop acts on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from start.catalogue import Catalogue, load_catalogue
@@ -126,6 +128,9 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
 
 async def _start_health(pod: Pod, ctx: EngineContext, console: Console, settings: Settings,
                         events: EventLog) -> HealthServer | None:
+    with _no_ca_bundle():
+        import aiohttp  # noqa: F401  (imported here, under the context manager, on purpose)
+
     from healthz.metrics import PodMetrics
     from healthz.server import HealthServer
 
@@ -156,3 +161,21 @@ def _release_boot_memory() -> None:
     gc.freeze()  # what boot built lives for the pod's lifetime: keep later GC passes short
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+@contextlib.contextmanager
+def _no_ca_bundle() -> Iterator[None]:
+    """aiohttp builds a verifying TLS context when imported, parsing the system's whole CA
+    bundle (about 2 MiB that stays resident). Nothing here verifies a certificate: probes
+    skip the check by design and the health service speaks no TLS. So point OpenSSL at no
+    bundle while aiohttp is imported, then put the environment back for everything else."""
+    saved = {name: os.environ.get(name) for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    os.environ.update(SSL_CERT_FILE=os.devnull, SSL_CERT_DIR=os.devnull)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
