@@ -88,11 +88,15 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
     env = {**base_env, **dict(spec.environment)}
     user: int | None = None
     group: int | None = None
+    extra_groups: list[int] | None = None
     if spec.uid is not None and spec.uid != os.geteuid():
         if os.geteuid() != 0:
             raise SpawnError(f"user= needs the pod to run as root (it runs as uid {os.geteuid()})")
         entry = pwd.getpwuid(spec.uid)
         user, group = entry.pw_uid, entry.pw_gid
+        # The user's own supplementary groups, as initgroups() would set them: without this
+        # the child would keep ours (root's group 0).
+        extra_groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
         env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
     try:
         popen = subprocess.Popen(
@@ -106,6 +110,7 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
             close_fds=True,
             user=user,
             group=group,
+            extra_groups=extra_groups,
             umask=-1 if spec.umask is None else spec.umask,
         )
     except OSError as error:

@@ -155,3 +155,26 @@ def test_unreadable_catalogue_is_exit_78(tmp_path: Path) -> None:
         assert "Traceback" not in "".join(pod.stderr)
     finally:
         pod.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing user needs root")
+def test_user_key_runs_the_child_as_that_user(tmp_path: Path) -> None:
+    """`user=nobody` (supervisord's key): the child runs with nobody's uid, gid, groups and
+    HOME, and keeps none of root's groups."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "dropped": {"command": "sh -c 'echo $(id -u) $(id -g) $HOME $(id -G); "
+                               "exec sleep 100'",
+                    "user": "nobody", "startsecs": "0"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        line = wait_for(lambda: next((e["message"] for e in pod.events(None, service="dropped")
+                                      if e.get("stream") == "stdout"), None), 10, "its line")
+        uid, gid, home, *groups = line.split()
+        assert (int(uid), int(gid), home) == (nobody.pw_uid, nobody.pw_gid, nobody.pw_dir)
+        assert {int(g) for g in groups} == set(os.getgrouplist("nobody", nobody.pw_gid))
+        assert 0 not in {int(g) for g in groups}  # none of root's groups kept
+    finally:
+        pod.stop()
