@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import psutil
 
 MAP_TTL = 0.5  # seconds one scan of who-is-whose-parent serves; trees rarely change faster
+USAGE_TTL = 1.0  # seconds one reading of a tree's RSS and CPU serves
 
 # Errors psutil raises for a process that ended, turned zombie, or is not ours to read.
 _GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
@@ -42,9 +43,25 @@ class ProcessTree:
         self._clock = clock
         self._children: dict[int, list[int]] = {}
         self._children_at = -MAP_TTL
+        self._usage: dict[tuple[int, ...], tuple[float, TreeUsage | None]] = {}
 
     def usage(self, root_pids: Iterable[int]) -> TreeUsage | None:
-        """The tree under `root_pids` (roots and their descendants); None if none is alive."""
+        """The tree under `root_pids` (roots and their descendants); None if none is alive.
+
+        A reading is reused for USAGE_TTL: anyone may scrape /metrics, and a flood of scrapes
+        must not turn into a flood of /proc reads on the engine's loop."""
+        key = tuple(root_pids)
+        now = self._clock()
+        cached = self._usage.get(key)
+        if cached is not None and now - cached[0] < USAGE_TTL:
+            return cached[1]
+        reading = self._read(key)
+        if len(self._usage) > 1024:  # pids come and go; keep the cache from growing forever
+            self._usage.clear()
+        self._usage[key] = (now, reading)
+        return reading
+
+    def _read(self, root_pids: tuple[int, ...]) -> TreeUsage | None:
         members = self._members(root_pids)
         if not members:
             return None

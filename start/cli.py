@@ -23,9 +23,10 @@ environment (a flag wins over its variable):
 
 exit codes:
   0   drained: every child stopped inside the deadline
-  1   runtime failure, or the drain deadline had to SIGKILL what was left
+  1   runtime failure (.coditect unusable, health port taken), or the drain
+      deadline had to SIGKILL what was left
   2   usage error
-  78  invalid catalogue or .coditect problem: nothing was started
+  78  invalid catalogue: nothing was started
 """
 
 

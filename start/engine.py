@@ -37,7 +37,12 @@ def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, st
 
     try:
         prepare(settings.home, settings.template)
-        (settings.home / "logs").mkdir(parents=True, exist_ok=True)
+        logs = settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        if not os.access(logs, os.W_OK | os.X_OK):
+            sys.stderr.write(f"coditect-start: {logs} is not writable by uid {os.geteuid()}; "
+                             "fix its owner or mode (services' logs go there)\n")
+            return EXIT_RUNTIME
         settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except InitError as error:
         sys.stderr.write(f"coditect-start: {error}\n")
@@ -46,7 +51,12 @@ def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, st
         sys.stderr.write(f"coditect-start: cannot create {error.filename}: {error.strerror}; "
                          "check the volume and its permissions\n")
         return EXIT_RUNTIME
-    return asyncio.run(_run(settings, catalogue, environ))
+    try:
+        return asyncio.run(_run(settings, catalogue, environ))
+    finally:
+        # The console made stdout non-blocking; on any way out, give the terminal back as it was.
+        with contextlib.suppress(OSError):
+            os.set_blocking(1, True)
 
 
 async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]) -> int:

@@ -9,7 +9,6 @@ whole lines only, so a line never straddles two files.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
 import sys
@@ -114,11 +113,13 @@ class Console:
                 written = os.write(self.fd, chunk)
             except BlockingIOError:
                 written = 0
-            except OSError as error:
-                if error.errno == errno.EPIPE:  # nobody reads our stdout any more
-                    self._pending_bytes = 0
-                    return
-                raise
+            except OSError:
+                # EPIPE (nobody reads our stdout), EIO (a hung-up TTY), ENOSPC: what was
+                # pending is lost; count it and carry on, the log files still have every line.
+                self.dropped["stdout"] = self.dropped.get("stdout", 0) + 1
+                self._pending_bytes = 0
+                self._disarm()
+                return
             rest = chunk[written:]
             self._pending_bytes = len(rest)
             if rest:
@@ -154,19 +155,48 @@ class StructlogSink:
 
 
 class ServiceLog:
-    """$CODITECT_HOME/logs/<service>.log, rotated by supervisord's own handler."""
+    """$CODITECT_HOME/logs/<service>.log, rotated by supervisord's own handler.
 
-    def __init__(self, path: Path, maxbytes: int, backups: int) -> None:
+    A log that cannot be opened or written (a full or read-only volume, a file of another
+    user) never stops the service: the lines still reach the console, and `on_error` hears of
+    it once a minute at most instead of a traceback per chunk."""
+
+    ERROR_EVERY = 60.0  # seconds between two reports of a log that keeps failing
+
+    def __init__(self, path: Path, maxbytes: int, backups: int,
+                 on_error: Callable[[str], None]) -> None:
         from supervisor.loggers import LogRecord, RotatingFileHandler
 
         self._record = LogRecord
-        self.handler: Any = RotatingFileHandler(str(path), "ab", maxbytes, backups)
+        self._on_error = on_error
+        self._reported_at = -self.ERROR_EVERY
+        self.failures = 0
+        self.handler: Any = None
+        try:
+            self.handler = RotatingFileHandler(str(path), "ab", maxbytes, backups)
+        except OSError as error:
+            self._failed(f"cannot open {path}: {error.strerror or error}")
+            return
+        # supervisor's handler prints a traceback on any error; we count and report instead.
+        self.handler.handleError = lambda: self._failed(
+            f"cannot write {path}: {sys.exc_info()[1]}")
+
+    def _failed(self, message: str) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if now - self._reported_at >= self.ERROR_EVERY:
+            self._reported_at = now
+            self._on_error(message)
 
     def write(self, data: bytes) -> None:
+        if self.handler is None:
+            self.failures += 1
+            return
         self.handler.emit(self._record(20, data))
 
     def close(self) -> None:
-        self.handler.close()
+        if self.handler is not None:
+            self.handler.close()
 
 
 class Pump:

@@ -280,8 +280,11 @@ class Service:
 
     def _open_pumps(self, proc: ChildProcess) -> None:
         if self._log is None:
-            self._log = ServiceLog(self.ctx.logs_dir / f"{self.name}.log",
-                                   self.spec.logfile_maxbytes, self.spec.logfile_backups)
+            self._log = ServiceLog(
+                self.ctx.logs_dir / f"{self.name}.log", self.spec.logfile_maxbytes,
+                self.spec.logfile_backups,
+                on_error=lambda message: self.ctx.emit("log_file_failed", service=self.name,
+                                                       error=message, level="error"))
         for fd, stream in ((proc.stdout_fd, "stdout"), (proc.stderr_fd, "stderr")):
             if fd is not None:
                 pump = Pump(self.ctx.loop, fd, service=self.name, stream=stream, pid=proc.pid,

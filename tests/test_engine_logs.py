@@ -84,3 +84,22 @@ def test_blocked_stdout_never_blocks_a_child(tmp_path: Path) -> None:
             engine.kill()
             engine.wait(10)
         os.close(read_end)
+
+
+def test_unwritable_log_file_never_stops_the_service(tmp_path: Path) -> None:
+    """A service's log path that cannot be opened (here a directory): the service still runs,
+    its lines still reach stdout, and one event says why, with no traceback."""
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "talker": {"command": "sh -c 'echo hello; exec sleep 100'", "startsecs": "0"}})
+    (tmp_path / "home" / "logs" / "talker.log").mkdir(parents=True)
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        failed = pod.wait_event("log_file_failed", service="talker")[0]
+        assert "talker.log" in failed["error"]
+        wait_for(lambda: pod.events(None, service="talker", stream="stdout"), 10, "its line")
+        assert pod.events(None, service="talker", stream="stdout")[0]["message"] == "hello"
+        assert "Traceback" not in "".join(pod.stderr)
+        pod.signal(signal.SIGTERM)
+        assert pod.wait() == 0
+    finally:
+        pod.stop()
