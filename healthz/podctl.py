@@ -83,19 +83,26 @@ class Context:
 # --- the verbs -----------------------------------------------------------------------------
 
 
+def fetch_services(ctx: Context, route: str) -> tuple[list[str], Any, list[Any]]:
+    """GET `route`, keep the named services (all when none is named); with --json, print the
+    document with just those. (names, document, services) for the verb's own rendering."""
+    names = [check_name(n) for n in ctx.args.names]
+    document = ctx.client().call("GET", route)
+    services = select(services_of(document), names)
+    if ctx.args.json:
+        import json
+
+        json.dump({**document, "services": services}, ctx.out, indent=2)
+        ctx.out.write("\n")
+    return names, document, services
+
+
 def cmd_status(ctx: Context) -> int:
     """Services as a table (or JSON); 3 when one shown is not running and ready."""
-    import json
-
     from healthz.podctl_table import render
 
-    names = [check_name(n) for n in ctx.args.names]
-    status = ctx.client().call("GET", "/v1/status")
-    services = select(services_of(status), names)
-    if ctx.args.json:
-        json.dump({**status, "services": services}, ctx.out, indent=2)
-        ctx.out.write("\n")
-    else:
+    _names, status, services = fetch_services(ctx, "/v1/status")
+    if not ctx.args.json:
         ctx.out.write(render(services, ctx.colour()))
         if status.get("draining"):
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
@@ -107,15 +114,8 @@ def cmd_status(ctx: Context) -> int:
 
 def cmd_health(ctx: Context) -> int:
     """Verdicts with reasons; 3 when the pod (or a named service) is not ready or not live."""
-    import json
-
-    names = [check_name(n) for n in ctx.args.names]
-    health = ctx.client().call("GET", "/v1/health")
-    services = select(services_of(health), names)
-    if ctx.args.json:
-        json.dump({**health, "services": services}, ctx.out, indent=2)
-        ctx.out.write("\n")
-    else:
+    names, health, services = fetch_services(ctx, "/v1/health")
+    if not ctx.args.json:
         width = max((len(str(s.get("name"))) for s in services), default=0)
         for s in services:
             good = bool(s.get("ready") and s.get("live"))

@@ -101,7 +101,7 @@ class Pod:
 
     async def _outcome_of_start(self, service: Service) -> str:
         """Wait until the start is decided: ready (ok), or given up / dead (VerbFailed)."""
-        await self._wait_until(service, lambda: service.ready or service.state in (
+        await service.wait_until(lambda: service.ready or service.state in (
             State.BACKOFF, State.FATAL, State.EXITED, State.STOPPED),
             service.spec.health.start_timeout + 1)
         if not service.ready:
@@ -133,13 +133,6 @@ class Pod:
             raise VerbFailed(f"{name}: not running, {signame} not sent")
         group = service.proc.pid if service.proc else "?"
         return f"{name}: sent {signame} to process group {group}"
-
-    async def _wait_until(self, service: Service, done: Callable[[], bool], limit: float) -> None:
-        # Verbs wait for an outcome; the engine has no per-service event for "ready", so a
-        # short poll on the loop here is cheap and bounded.
-        deadline = self.ctx.clock() + limit
-        while not done() and self.ctx.clock() < deadline:
-            await asyncio.sleep(0.02)
 
     # -- reload -------------------------------------------------------------------------------
 

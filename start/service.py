@@ -7,6 +7,7 @@ All methods run on the event loop; the reaper calls `_on_reaped` from the SIGCHL
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import signal
 import time
@@ -83,6 +84,7 @@ class Service:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._stop_waiters: list[asyncio.Future[None]] = []
         self._start_task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()  # set (and replaced) on every state or ready change
         self._pumps: list[Pump] = []
         self._probes: dict[str, Any] = {}
         self._probe_stops: set[asyncio.Task[None]] = set()
@@ -358,6 +360,7 @@ class Service:
             self.ctx.metrics.observe_probe(self.name, kind, result.duration, result.passed)
         if kind == "ready":
             self._check_ready()
+            self._notify()  # readiness may have changed either way
             return
         probe = self._probes.get("live")
         started = self.proc.started_mono if self.proc else self.ctx.clock()
@@ -515,6 +518,24 @@ class Service:
     def _enter(self, state: State, reason: str) -> None:
         self.state = state
         self.reason = reason
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def wait_until(self, done: Callable[[], bool], limit: float) -> None:
+        """Wake on each change of state or readiness until `done()` holds or `limit` passes."""
+        loop = self.ctx.loop
+        deadline = loop.time() + limit
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
 
     def _set_timer(self, name: str, delay: float, callback: Callable[..., None],
                    *args: Any) -> None:
