@@ -101,7 +101,10 @@ class KubeFaces:
         return self._verdict(request, "readyz", checks, excluded & names, sorted(excluded - names))
 
     async def livez_one(self, request: web.Request) -> web.Response:
+        # The same verdict /livez gives this service: its probe, and its restart budget.
         svc = self._service(request)
+        if svc.budget_exhausted:
+            return self._one(Check(svc.name, False, "restart budget used up"))
         return self._one(Check(svc.name, svc.live, svc.reason or "liveness probe failing"))
 
     async def readyz_one(self, request: web.Request) -> web.Response:

@@ -188,6 +188,10 @@ async def test_livez_fails_on_loop_lag_and_spent_critical_budget(
         status, body = await faces.get("unix", "/livez")
         assert status == 503
         assert "[-]theia failed: restart budget used up" in body
+        # /livez/NAME gives the same verdict for one service, even while its probe passes.
+        assert await faces.get("tcp", "/livez/theia") == (503, "failed: reason withheld\n")
+        assert await faces.get("unix", "/livez/theia") == (
+            503, "failed: restart budget used up\n")
 
 
 async def test_tcp_is_read_only_and_has_no_control_routes(pod: FakePod, tmp_path: Path) -> None:
