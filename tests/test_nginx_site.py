@@ -3,11 +3,13 @@
 The configuration under test is the real one (demo/nginx.conf and deploy/nginx/*.conf): it is
 copied into a temporary directory with only its ports changed, so the tests never collide with
 a demo pod running on this machine and the files in the checkout stay the source of truth.
+The last test runs it inside the demo pod itself, against the stand-ins, on the demo's ports.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import re
@@ -24,10 +26,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support import ROOT, free_port
+from tests import demo_support
+from tests.demo_support import running_demo
+from tests.support import ROOT, free_port, http_get
 
 DEMO_CONF = ROOT / "demo" / "nginx.conf"
 DEPLOY_NGINX = ROOT / "deploy" / "nginx"
+FRONTEND = ROOT / "demo" / "frontend"
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 CURL = shutil.which("curl")
 IS_ROOT = os.geteuid() == 0
@@ -86,14 +91,18 @@ def meaningful_lines(conf: Path) -> list[str]:
     return [re.sub(r"^include \S*/", "include ", line) for line in lines if line]
 
 
-def test_demo_differs_from_production_only_in_its_port() -> None:
-    """The demo reuses production's nginx files: its main config changes the listen line only."""
+def test_demo_differs_from_production_only_in_its_port_and_root() -> None:
+    """The demo reuses production's nginx files: its main config changes the listen line and the
+    static frontend's root only."""
     demo = meaningful_lines(DEMO_CONF)
     production = meaningful_lines(DEPLOY_NGINX / "nginx.conf")
     assert "listen 127.0.0.1:8000 default_server;" in demo
     assert "listen 80 default_server;" in production
-    assert [ln for ln in demo if not ln.startswith("listen ")] == [
-        ln for ln in production if not ln.startswith("listen ")
+    assert "root frontend;" in demo  # <prefix>/frontend, linked to demo/frontend by the overlay
+    assert "root /app/frontend;" in production
+    differing = ("listen ", "root ")
+    assert [ln for ln in demo if not ln.startswith(differing)] == [
+        ln for ln in production if not ln.startswith(differing)
     ]
 
 
@@ -163,13 +172,15 @@ async def upstreams() -> AsyncIterator[Upstreams]:
             content_type="application/health+json",
         )
 
-    async def theia(request: web.Request) -> web.Response:
-        return web.Response(text="<html>theia</html>", content_type="text/html")
+    async def theia(request: web.Request) -> web.StreamResponse:
+        if request.path == "/services":  # Theia's WebSocket endpoint
+            return await echo(request)
+        return web.Response(text=f"<html>theia {request.path}</html>", content_type="text/html")
 
     async def api(request: web.Request) -> web.Response:
         return web.json_response({"status": "healthy", "path": request.path})
 
-    async def codi2(request: web.Request) -> web.WebSocketResponse:
+    async def echo(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         async for msg in ws:
@@ -178,9 +189,9 @@ async def upstreams() -> AsyncIterator[Upstreams]:
 
     routes = {
         "health": ("/health", health),
-        "theia": ("/", theia),
+        "theia": ("/{tail:.*}", theia),
         "api": ("/api/v5/health", api),
-        "codi2": ("/", codi2),
+        "codi2": ("/", echo),
     }
     runners: dict[str, web.AppRunner] = {}
     ports: dict[str, int] = {}
@@ -216,8 +227,10 @@ async def nginx(
     prefix.mkdir()
     stdout = prefix / "stdout.log"
     stdout.touch()
+    # The demo's `root frontend;` is relative to the prefix; a copy, so `nobody` may read it.
+    shutil.copytree(FRONTEND, prefix / "frontend")
     if unprivileged:
-        for path in (prefix, stdout):
+        for path in (prefix, stdout, prefix / "frontend", *(prefix / "frontend").iterdir()):
             shutil.chown(path, "nobody", "nogroup")
     with stdout.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
@@ -296,13 +309,50 @@ async def test_health_passes_the_aggregate_through(nginx: Nginx, upstreams: Upst
     assert await curl_f(f"{nginx.url}/health") == 22  # 502 from nginx
 
 
-async def test_routes_reach_their_services(nginx: Nginx) -> None:
-    """`/` is Theia, `/api/v5/` the API, `/codi2/` codi2's WebSocket (upgrade passed through);
-    probes stay out of the access log, other requests are in it."""
+async def test_root_is_the_static_frontend(nginx: Nginx) -> None:
+    """`/` is the static frontend with its assets' content types; an unknown path is one of its
+    client-side routes (index.html); index.html is never cached."""
+    index = (FRONTEND / "index.html").read_text()
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{nginx.url}/") as resp:
+        for path in ("/", "/index.html", "/projects/42/settings"):
+            async with session.get(f"{nginx.url}{path}") as resp:
+                assert resp.status == 200, path
+                assert resp.content_type == "text/html", path
+                assert await resp.text() == index, path
+                assert resp.headers["Cache-Control"] == "no-cache", path
+        for name, content_type in (("style.css", "text/css"),
+                                   ("app.js", "application/javascript")):
+            async with session.get(f"{nginx.url}/{name}") as resp:
+                assert resp.status == 200, name
+                assert resp.content_type == content_type, name
+                assert await resp.text() == (FRONTEND / name).read_text()
+                assert "Cache-Control" not in resp.headers, name
+
+
+async def test_theia_is_under_its_prefix_with_websockets(nginx: Nginx) -> None:
+    """`/theia/x` reaches Theia as `/x`, `/theia` redirects to `/theia/`, and Theia's WebSocket
+    upgrade passes through."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{nginx.url}/theia/") as resp:
             assert resp.status == 200
-            assert "theia" in await resp.text()
+            assert await resp.text() == "<html>theia /</html>"
+        async with session.get(f"{nginx.url}/theia/bundle.js") as resp:
+            assert await resp.text() == "<html>theia /bundle.js</html>"
+        async with session.get(f"{nginx.url}/theia", allow_redirects=False) as resp:
+            assert resp.status == 301
+            assert resp.headers["Location"] == "/theia/"  # relative: right behind a proxy
+        async with session.ws_connect(f"{nginx.url}/theia/services", autoping=False) as ws:
+            await ws.ping(b"x")
+            pong = await ws.receive(timeout=5)
+            assert pong.type is aiohttp.WSMsgType.PONG
+            await ws.send_str("open-workspace")
+            assert await ws.receive_str(timeout=5) == "ack:open-workspace"
+
+
+async def test_routes_reach_their_services(nginx: Nginx) -> None:
+    """`/api/v5/` is the API, `/codi2/` codi2's WebSocket (upgrade passed through); probes stay
+    out of the access log, other requests are in it."""
+    async with aiohttp.ClientSession() as session:
         async with session.get(f"{nginx.url}/api/v5/health") as resp:
             assert resp.status == 200
             assert await resp.json() == {"status": "healthy", "path": "/api/v5/health"}
@@ -315,3 +365,21 @@ async def test_routes_reach_their_services(nginx: Nginx) -> None:
     log = nginx.stdout.read_text()
     assert '"GET /api/v5/health HTTP/1.1" 200' in log
     assert "/nginx-health" not in log
+
+
+def test_site_in_the_demo_pod() -> None:
+    """The demo pod's own nginx (the real site, started by the engine through the overlay)
+    serves every route from its stand-ins: the frontend, Theia, the API and /health, the
+    aggregate of the pod's health service."""
+    with running_demo("coditect-nginx-site-") as demo:
+        demo.wait_running("nginx", "theia")
+        status, body = http_get(f"{demo_support.NGINX}/")
+        assert (status, body) == (200, (FRONTEND / "index.html").read_text())
+        status, body = http_get(f"{demo_support.NGINX}/theia/")
+        assert status == 200 and "stand-in for Eclipse Theia" in body
+        status, body = http_get(f"{demo_support.NGINX}/api/v5/health")
+        assert status == 200
+        status, body = http_get(f"{demo_support.NGINX}/health")
+        assert status == 200 and json.loads(body)["status"] in ("pass", "warn")
+        # The image's HEALTHCHECK, as Docker runs it.
+        assert demo_support.curl_f(f"{demo_support.NGINX}/health") == 0

@@ -1,0 +1,153 @@
+"""The distribution as the image gets it: a wheel built from a copy of the sources, installed
+into a fresh virtual environment outside the checkout, its console scripts run from elsewhere.
+Proof that the packaged catalogue and commands work without the source tree.
+
+Built once for the module (≈10 s with pip's cache warm; the dependencies come from the package
+index, so the first run on a machine takes longer).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+# Building and installing may fetch from the package index: generous, but bounded.
+BUILD_DEADLINE = 300
+RUN_DEADLINE = 60
+
+# What only the pod image or the cluster provides: the Rust binaries and Theia come from the
+# image's build stage, the API's secrets from the StatefulSet. Nothing else may be missing.
+IMAGE_OR_CLUSTER = (
+    "'/usr/local/bin/codi2' is not an executable file",
+    "'/usr/local/bin/coditect-v5-api' is not an executable file",
+    "'/usr/local/bin/file-monitor' is not an executable file",
+    "directory: '/app/theia' is not a directory",
+    "'node' is not an executable file on PATH",  # Theia's runtime, where Node is not installed
+    "requires_env: JWT_SECRET is not set",
+    "requires_env: FDB_CLUSTER_FILE is not set",
+)
+
+pytestmark = pytest.mark.timeout(BUILD_DEADLINE + 4 * RUN_DEADLINE)
+
+
+@dataclass(frozen=True)
+class Installed:
+    wheel: Path
+    venv: Path
+    work: Path  # the working directory of every command: outside the checkout
+
+    def run(self, *argv: str,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """An installed console script, with an environment that names nothing of the checkout
+        (nginx is in /usr/sbin on Debian)."""
+        environment = {"PATH": f"{self.venv / 'bin'}:/usr/local/bin:/usr/sbin:/usr/bin:/bin",
+                       "HOME": str(self.work), "LANG": "C.UTF-8", **(env or {})}
+        return subprocess.run([str(self.venv / "bin" / argv[0]), *argv[1:]], cwd=self.work,
+                              env=environment, capture_output=True, text=True,
+                              timeout=RUN_DEADLINE, check=False)
+
+
+def step(argv: list[str], cwd: Path) -> None:
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=BUILD_DEADLINE,
+                          check=False, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    assert done.returncode == 0, f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+
+
+def source_copy(target: Path) -> Path:
+    """What the image's build context gives pip (deploy/Dockerfile): pyproject.toml, README.md
+    and the package directories, without bytecode. Built there, so the checkout gets no
+    build/ or *.egg-info of this test's."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    target.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, target / name)
+    for package in setuptools["packages"]:
+        directory = setuptools["package-dir"].get(package, package)
+        shutil.copytree(ROOT / directory, target / directory,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    base = tmp_path_factory.mktemp("wheel")
+    assert ROOT not in base.parents
+    source = source_copy(base / "source")
+    dist = base / "dist"
+    step([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
+         base)
+    (wheel,) = dist.glob("coditect_pod-*.whl")
+    venv = base / "venv"
+    # A venv of its own without pip of its own (faster); this pip installs into it.
+    step([sys.executable, "-m", "venv", "--without-pip", str(venv)], base)
+    step([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
+          str(wheel)], base)
+    work = base / "elsewhere"
+    work.mkdir()
+    return Installed(wheel, venv, work)
+
+
+def test_wheel_holds_the_catalogue_under_its_own_name(installed: Installed) -> None:
+    """The catalogue is package data of `coditect_pod_catalogue`; nothing lands in a
+    `supervisor/` package, which belongs to the supervisor library."""
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    assert "coditect_pod_catalogue/supervisord.conf" in names
+    conf_d = {Path(n).name for n in names if n.startswith("coditect_pod_catalogue/conf.d/")}
+    assert conf_d == {p.name for p in (ROOT / "supervisor" / "conf.d").glob("*.conf")}
+    assert not [n for n in names if n.startswith("supervisor/")]
+
+
+def test_console_scripts_are_installed(installed: Installed) -> None:
+    """Every [project.scripts] command exists in the venv and answers --help."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    for name in scripts:
+        done = installed.run(name, "--help")
+        assert done.returncode == 0, f"{name} --help: {done.stderr}"
+        assert str(ROOT) not in done.stdout + done.stderr
+
+
+def test_check_passes_against_the_demo_catalogue(installed: Installed) -> None:
+    """`coditect-start --check` with the packaged catalogue and a copy of the demo's overlay
+    (stand-ins, nginx config, frontend) outside the checkout: valid, five services."""
+    demo = installed.work / "demo"
+    if not demo.exists():
+        shutil.copytree(ROOT / "demo", demo, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"JWT_SECRET": "demo-only-not-a-secret", "FDB_CLUSTER_FILE": str(demo / "fdb.cluster"),
+           "CODITECT_HOME": str(installed.work / "home"),
+           "CODITECT_RUN": str(installed.work / "run"),
+           "CODITECT_WORKSPACE": str(installed.work)}
+    done = installed.run("coditect-start", "--check", "--overlay", str(demo / "overlay.conf"),
+                         env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        "catalogue valid: 5 services (theia, coditect-v5-api, codi2, nginx, file-monitor)")
+    assert str(ROOT) not in done.stdout + done.stderr
+
+
+def test_check_of_the_production_catalogue_misses_only_the_image_and_the_cluster(
+    installed: Installed,
+) -> None:
+    """The shipped production catalogue, read from the installed package: its only findings are
+    what the image's build stage and the StatefulSet provide, each in a file of the installed
+    package, none in the checkout."""
+    done = installed.run("coditect-start", "--check")
+    assert done.returncode == 78, done.stdout + done.stderr
+    *findings, summary = done.stderr.splitlines()
+    assert summary.startswith("coditect-start: catalogue invalid")
+    site = installed.venv / "lib"
+    for line in findings:
+        path = line.removeprefix("coditect-start: ").split(":", 1)[0]
+        assert site in Path(path).parents, line
+        assert any(allowed in line for allowed in IMAGE_OR_CLUSTER), line
+    for secret in ("JWT_SECRET", "FDB_CLUSTER_FILE"):
+        assert any(f"requires_env: {secret} is not set" in line for line in findings)
