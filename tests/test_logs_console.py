@@ -56,3 +56,55 @@ def test_console_format_prefixes_each_line_with_the_service() -> None:
     assert len(lines) == 2
     assert all("svc" in line and "|" in line and "\x1b[" in line for line in lines)
     assert lines[0].endswith(" one") and lines[1].endswith(" two")
+
+
+def test_console_format_keeps_a_piece_without_newline_on_its_own_line() -> None:
+    """An over-long line's piece (no newline at its end) still ends its console line."""
+    out = _console_output(True, b"one\npiece")
+    assert [line.partition(b"|\x1b[0m ")[2] for line in out.split(b"\n")[:-1]] == [b"one", b"piece"]
+    assert out.endswith(b"piece\n")
+
+
+def _fill(fd: int) -> int:
+    """Fill a pipe until a write would block: stdout as a stalled log collector leaves it."""
+    os.set_blocking(fd, False)
+    filled = 0
+    while True:
+        try:
+            filled += os.write(fd, b"x" * 4096)
+        except BlockingIOError:
+            return filled
+
+
+def test_a_stalled_stdout_keeps_whole_lines_and_counts_the_dropped_ones() -> None:
+    """Past the buffer's limit a chunk keeps the lines that fit and drops the rest, each
+    dropped line counted once; what was kept reaches stdout whole, in order, once it drains."""
+    read_end, write_end = os.pipe()
+    try:
+        filled = _fill(write_end)
+        console = Console(write_end, fmt="json", limit=10_000)
+        reported: list[tuple[str, int]] = []
+        console.on_drop = lambda source, n: reported.append((source, n))
+        chunk = b"".join(b"line %04d %s\n" % (i, b"y" * 20) for i in range(200))
+        console.child_lines("svc", "stdout", 42, chunk)  # ~27 KB of JSON: part fits
+        console.child_lines("svc", "stdout", 42, chunk)  # nothing fits any more
+        dropped = console.dropped["svc"]
+        assert dropped == sum(n for _, n in reported) and 200 < dropped < 400
+        assert all(source == "svc" for source, _ in reported)
+        os.set_blocking(read_end, False)
+        drained = 0
+        while drained < filled:
+            drained += len(os.read(read_end, filled - drained))
+        console.flush(block=True)
+        os.close(write_end)
+        write_end = -1
+        data = b""
+        while part := os.read(read_end, 65536):
+            data += part
+        messages = [json.loads(line)["message"] for line in data.split(b"\n")[:-1]]
+        assert len(messages) == 400 - dropped
+        assert messages == [f"line {i:04d} {'y' * 20}" for i in range(len(messages))]
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
