@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from start import catalogue_program as program_
+from start.catalogue import stamp_of
 from start.catalogue_files import Place, Scan, read_text, scan
 
 MAX_INCLUDED_FILES = 1000
@@ -32,6 +33,8 @@ class Sources:
         self.notes: list[tuple[Place, str]] = []
         self.file_order: dict[str, int] = {}
         self.files: list[str] = []
+        self.stamps: list[tuple[str, tuple[int, ...]]] = []  # each file's stat, before reading
+        self.globs: list[tuple[str, tuple[str, ...]]] = []  # [include] patterns, their matches
         self.places: dict[tuple[str, str | None], Place] = {}
         self.cut: set[tuple[str, str]] = set()  # values cut by a comment, already reported
         self.here = "."
@@ -61,6 +64,7 @@ class Sources:
         """A file parsed alone and its scan (or None), its problems reported; %(here)s is its
         directory."""
         self.file_order.setdefault(str(path), len(self.file_order))
+        self.stamps.append((str(path), stamp_of(str(path))))
         text, problem = read_text(path, what)
         if text is None:
             self.problem(Place(str(path)), str(problem))
@@ -131,6 +135,7 @@ class Sources:
         for pattern in patterns:
             found = glob.iglob(os.path.join(self.here, pattern))
             matches = sorted(itertools.islice(found, MAX_INCLUDED_FILES + 1))
+            self.globs.append((os.path.join(self.here, pattern), tuple(matches)))
             if len(matches) > MAX_INCLUDED_FILES:
                 self.problem(self.place("include", "files"), f"{pattern!r} matches more than "
                              f"{MAX_INCLUDED_FILES} files")

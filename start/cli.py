@@ -124,17 +124,24 @@ def run(argv: list[str] | None = None) -> int:
     environ.update(resolved)
     os.environ.update(resolved)
 
-    from start.catalogue import load_catalogue
-    from start.errors import ConfigError
+    from start.catalogue_cache import CatalogueCache
 
-    try:
-        catalogue = load_catalogue(settings.catalogue, overlay=settings.overlay, environ=environ)
-    except ConfigError as error:
-        for problem in error.problems:
-            sys.stderr.write(f"coditect-start: {problem}\n")
-        sys.stderr.write(f"coditect-start: catalogue invalid ({len(error.problems)} "
-                         f"problem{'s' if len(error.problems) != 1 else ''}); nothing started\n")
-        return EXIT_CONFIG
+    # A warm boot (a container restart: $CODITECT_RUN survives it) takes the catalogue it
+    # parsed last time, if nothing it depended on changed, and spawns without importing the
+    # parser; the engine parses again once the children are on their way.
+    cache = CatalogueCache(settings.run_dir, settings.catalogue, settings.overlay, environ)
+    catalogue = None if settings.check_only else cache.load()
+    warm = catalogue is not None
+    if catalogue is None:
+        from start.catalogue import load_catalogue
+        from start.errors import ConfigError
+
+        try:
+            catalogue = load_catalogue(settings.catalogue, overlay=settings.overlay,
+                                       environ=environ)
+        except ConfigError as error:
+            report_invalid(error.problems)
+            return EXIT_CONFIG
     if settings.check_only:
         for note in catalogue.notes:
             sys.stdout.write(f"note: {note}\n")
@@ -145,6 +152,15 @@ def run(argv: list[str] | None = None) -> int:
     from start.engine import boot_and_run
 
     try:
-        return boot_and_run(settings, catalogue, environ)
+        return boot_and_run(settings, catalogue, environ, cache=cache, warm=warm)
     except KeyboardInterrupt:
         return EXIT_RUNTIME
+
+
+def report_invalid(problems: list[str], outcome: str = "nothing started") -> None:
+    """Every problem on stderr, one a line, and the verdict (exit code 78 follows)."""
+    for problem in problems:
+        sys.stderr.write(f"coditect-start: {problem}\n")
+    sys.stderr.write(f"coditect-start: catalogue invalid ({len(problems)} "
+                     f"problem{'s' if len(problems) != 1 else ''}); {outcome}\n")
+    sys.stderr.flush()

@@ -12,14 +12,13 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from start.catalogue import Catalogue, load_catalogue
-from start.cli import Settings
-from start.errors import EXIT_OK, EXIT_RUNTIME
+from start.cli import Settings, report_invalid
+from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 from start.events import EventLog
-from start.execprobe import ReaperExecRunner
 from start.logs import Console
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
@@ -28,11 +27,16 @@ from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
     from healthz.server import HealthServer
+    from start.catalogue_cache import CatalogueCache
 
 RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+MMAP_THRESHOLD = 128 << 10  # bytes: glibc's initial value, kept fixed from then on
 
 
-def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]) -> int:
+def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, str], *,
+                 cache: CatalogueCache | None = None, warm: bool = False) -> int:
+    """`warm`: `catalogue` came from `cache`, unchecked until the children are spawned."""
     from coditect_init import InitError, prepare
 
     try:
@@ -52,14 +56,15 @@ def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, st
                          "check the volume and its permissions\n")
         return EXIT_RUNTIME
     try:
-        return asyncio.run(_run(settings, catalogue, environ))
+        return asyncio.run(_run(settings, catalogue, environ, cache, warm))
     finally:
         # The console made stdout non-blocking; on any way out, give the terminal back as it was.
         with contextlib.suppress(OSError):
             os.set_blocking(1, True)
 
 
-async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]) -> int:
+async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str],
+               cache: CatalogueCache | None, warm: bool) -> int:
     loop = asyncio.get_running_loop()
     reaper = Reaper()
     reaper.install(loop)
@@ -68,12 +73,18 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     console.attach(loop)
     events = EventLog(console)
     ctx = EngineContext(loop=loop, reaper=reaper, console=console, emit=events,
-                        logs_dir=settings.home / "logs", base_env=environ,
-                        exec_runner=ReaperExecRunner(reaper))
+                        logs_dir=settings.home / "logs", base_env=environ)
+
+    def keep(valid: Catalogue) -> None:
+        """What the next boot starts from."""
+        if cache is not None and (why := cache.store(valid)) is not None:
+            events("catalogue_cache_not_written", reason=why, level="warning")
 
     def reload_catalogue() -> Catalogue:
-        return load_catalogue(settings.catalogue, overlay=settings.overlay,
-                              environ=dict(os.environ))
+        fresh = load_catalogue(settings.catalogue, overlay=settings.overlay,
+                               environ=dict(os.environ))
+        keep(fresh)
+        return fresh
 
     pod = Pod(catalogue, ctx, loader=reload_catalogue)
     stop_requested = asyncio.Event()
@@ -105,7 +116,7 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
 
     pod.boot()
     events("booted", pid=os.getpid(), services=len(catalogue.services),
-           subreaper=subreaper, catalogue=str(settings.catalogue))
+           subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
     events.configure()
 
     server = await _start_health(pod, ctx, console, settings, events)
@@ -115,10 +126,22 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     watcher = CatalogueWatcher(loop, watched, on_hangup)
     watcher.start()
     events("watching_catalogue", directories=[str(d) for d in watcher.directories])
+    # After the watcher starts, so that a change made since the boot read the files is seen
+    # by this parse or by the watcher, never by neither.
+    if warm:
+        confirmed = await _confirm_cached(pod, reload_catalogue, events)
+    else:
+        confirmed = True
+        keep(catalogue)  # parsed before the first fork, its files' stats taken before reading
     # Later, not now: the children are still booting and need the CPU more than we need RSS.
     loop.call_later(RELEASE_MEMORY_AFTER, _release_boot_memory)
     exit_code = EXIT_OK
-    if server is None:
+    if not confirmed:
+        if cache is not None:
+            cache.discard()
+        exit_code = EXIT_CONFIG
+        pod.draining = True
+    elif server is None:
         exit_code = EXIT_RUNTIME
         pod.draining = True
     else:
@@ -127,13 +150,30 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     in_time = await pod.drain(settings.drain_timeout)
     if server is not None:
         await server.stop()
-    events("exit", code=EXIT_OK if in_time and exit_code == EXIT_OK else EXIT_RUNTIME,
-           orphans_reaped=reaper.orphans_reaped)
+    if not in_time and exit_code == EXIT_OK:
+        exit_code = EXIT_RUNTIME
+    events("exit", code=exit_code, orphans_reaped=reaper.orphans_reaped)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.remove_signal_handler(signum)
     reaper.uninstall()
     console.detach()
-    return exit_code if in_time else EXIT_RUNTIME
+    return exit_code
+
+
+async def _confirm_cached(pod: Pod, loader: Callable[[], Catalogue], events: EventLog) -> bool:
+    """Parse the catalogue a warm boot took from the cache. A difference is applied as a
+    reload applies it; an invalid catalogue is False: the pod drains and exits 78, as a cold
+    boot would have (without starting anything)."""
+    try:
+        fresh = loader()
+    except ConfigError as error:
+        events("catalogue_invalid", problems=error.problems, level="error")
+        report_invalid(error.problems, "stopping what the cached catalogue started")
+        return False
+    if fresh.services != pod.catalogue.services:
+        events("catalogue_cache_stale", level="warning")
+        await pod.reload()
+    return True
 
 
 async def _start_health(pod: Pod, ctx: EngineContext, console: Console, settings: Settings,
@@ -154,6 +194,10 @@ async def _start_health(pod: Pod, ctx: EngineContext, console: Console, settings
     except (OSError, ValueError) as error:
         events("health_listener_failed", addr=settings.health_addr, error=str(error),
                level="error")
+        # Also the one plain line a person reads first, as for every other refusal to run.
+        why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        sys.stderr.write(f"coditect-start: cannot serve health on {settings.health_addr}: "
+                         f"{why}; free it or set --health-addr / CODITECT_HEALTH_ADDR\n")
         return None
     events("health_listening", addr=settings.health_addr,
            socket=str(settings.run_dir / "podctl.sock"))
@@ -170,7 +214,12 @@ def _release_boot_memory() -> None:
     gc.collect()
     gc.freeze()  # what boot built lives for the pod's lifetime: keep later GC passes short
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+        # A fixed mmap threshold turns off glibc's sliding one, which a log flood raises and
+        # which then keeps every later burst's buffers on the heap: the soak measured +2 MiB
+        # after each flood without it, flat with it (docs/SOAK.md). For this process only.
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 @contextlib.contextmanager

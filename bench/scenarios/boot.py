@@ -100,6 +100,7 @@ def pod_ready(ctx: Context) -> list[Result]:
     """From exec of PID 1 to /readyz 200 (ours) or every critical URL answering (supervisord,
     polled by the harness every 5 ms: the most generous readiness loop it could be given)."""
     figures = {tool: Figure(tool) for tool in ("floor", "ours", "supervisord")}
+    warm = {tool: Figure(tool) for tool in ("floor", "ours")}
     for rep in range(ctx.reps):
         # The floor: every program of the pod started at once by a shell as PID 1.
         directory = ctx.dir("ready-floor")
@@ -114,11 +115,17 @@ def pod_ready(ctx: Context) -> list[Result]:
         setup = ours_setup(directory, [], catalogue=ROOT / "supervisor",
                            overlay=ROOT / "demo" / "overlay.conf")
         (directory / "run").mkdir()
-        with Pod(setup.argv, env={**setup.env, **_demo_env(directory)}) as pod:
-            url = f"http://127.0.0.1:{setup.health_port}/readyz"
-            wait_for(partial(answers, url, 0.5), 30, "ours /readyz",
-                     interval=0.005)
-            figures["ours"].values.append((time.monotonic() - pod.started) * 1000)
+        # Twice with the same CODITECT_RUN: a pod's first boot (cold: the catalogue is parsed
+        # before the first fork), then a container restart in it (warm: an emptyDir outlives
+        # the container, and with it the parsed catalogue).
+        for boot in (figures, warm):
+            with Pod(setup.argv, env={**setup.env, **_demo_env(directory)}) as pod:
+                url = f"http://127.0.0.1:{setup.health_port}/readyz"
+                wait_for(partial(answers, url, 0.5), 30, "ours /readyz",
+                         interval=0.005)
+                boot["ours"].values.append((time.monotonic() - pod.started) * 1000)
+                if boot is figures:  # the cache is written once the boot is done
+                    pod.wait_event("watching_catalogue", 10)
 
         directory = ctx.dir("ready-supervisord")
         programs, env = demo_programs(directory)
@@ -127,8 +134,10 @@ def pod_ready(ctx: Context) -> list[Result]:
             wait_for(lambda: all_ready(DEMO_READY_URLS), 30, "supervisord's pod",
                      interval=0.005)
             figures["supervisord"].values.append((time.monotonic() - pod.started) * 1000)
+        warm["floor"].values.append(figures["floor"].values[-1])
         ctx.say(f"ready rep {rep + 1}: " + ", ".join(
-            f"{t} {f.values[-1]:.0f} ms" for t, f in figures.items()))
+            f"{t} {f.values[-1]:.0f} ms" for t, f in figures.items())
+            + f", ours warm {warm['ours'].values[-1]:.0f} ms")
     figures["floor"].note = ("the same programs (stand-ins, nginx, file monitor) started at once "
                              "by `/bin/sh` as PID 1, no supervisor: the slowest one's own start "
                              "on this machine, theia's 0.5 s start delay included")
@@ -139,5 +148,14 @@ def pod_ready(ctx: Context) -> list[Result]:
                     "every 5 ms for it. Ours pays its own boot before the first spawn, starts "
                     "nginx only once theia, the API and codi2 are ready (`after=`), then needs "
                     "one probe period to see nginx ready; on 2 cores its health service's "
-                    "start-up also competes with the stand-ins' for CPU.")
-    return [judge(result, floor + 150)]
+                    "start-up also competes with the stand-ins' for CPU. This is a pod's first "
+                    "boot (cold): the catalogue is parsed before the first fork.")
+    warm["floor"].note = figures["floor"].note
+    warm_result = Result("ready-warm", "start → pod ready, container restart (warm: "
+                         "CODITECT_RUN kept)", "ms", "≤ slowest stand-in's own start + 150 ms",
+                         list(warm.values()),
+                         limit="The second boot with the same CODITECT_RUN (an emptyDir, which "
+                         "outlives a container): the catalogue parsed last time is taken from "
+                         "its cache, so the first fork comes before the `supervisor` library is "
+                         "imported; the catalogue is parsed again after the spawns.")
+    return [judge(result, floor + 150), judge(warm_result, floor + 150)]

@@ -162,7 +162,8 @@ def hang(ctx: Context) -> list[Result]:
               "failures": str(HANG_FAILURES)}
     bounded = ctx.size(8.0, 3.0)
     phases: list[list[float]] = []  # ours: liveness_failed, exited, spawned, ready
-    for rep in range(max(1, min(ctx.reps, 3))):
+    reps = max(1, min(ctx.reps, 5))
+    for rep in range(reps):
         figures["floor"].values.append(_standin_floor())
         for tool in ("ours", "supervisord"):
             if tool == "supervisord" and rep > 0:
@@ -177,7 +178,10 @@ def hang(ctx: Context) -> list[Result]:
                     wait_for(lambda: http_status(_url(PORTS[0])) == 200, 20, "the stand-in")
                     if tool == "ours":
                         pod.wait_event("ready", 20, service="api")
-                    time.sleep(0.3)
+                    # A real hang comes at any moment of the probe period, and where it lands
+                    # decides up to one interval of the detection time: spread the SIGSTOPs
+                    # evenly over one interval (a fixed moment would measure one phase only).
+                    time.sleep(0.3 + HANG_INTERVAL * (rep + 0.5) / reps)
                     target = pod.host_pid(int(marks.ups("api")[-1].text.split()[2]))
                     sent = time.monotonic()
                     os.kill(target, signal.SIGSTOP)
