@@ -50,6 +50,12 @@ class _SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self._pod.snapshot()
         up, ready, live, restarts, exit_code, rss, cpu = self._families()
+        # The log file is the lossless copy: when it cannot be written, that must be seen
+        # before anyone goes looking for lines that are not there.
+        log_failures = CounterMetricFamily(
+            f"{PREFIX}_log_write_failures",
+            "Writes to a service's log file that failed (full or read-only volume); the lines "
+            "still reached container stdout.", labels=["service"])
         for svc in snap.services:
             name = svc.name
             up.add_metric([name], 1.0 if svc.pid is not None else 0.0)
@@ -65,6 +71,7 @@ class _SnapshotCollector(Collector):
                 by_reason["unknown"] = by_reason.get("unknown", 0) + unexplained
             for label, count in sorted(by_reason.items()):
                 restarts.add_metric([name, label], float(count))
+            log_failures.add_metric([name], float(svc.log_write_failures))
             if svc.last_exit_code is not None:
                 exit_code.add_metric([name], float(svc.last_exit_code))
             if svc.pid is not None:
@@ -73,7 +80,7 @@ class _SnapshotCollector(Collector):
                     rss.add_metric([name], float(usage.rss_bytes))
                     cpu.add_metric([name], usage.cpu_seconds)
         self._tree.forget_dead()
-        yield from (up, ready, live, restarts, exit_code, rss, cpu)
+        yield from (up, ready, live, restarts, exit_code, rss, cpu, log_failures)
         yield GaugeMetricFamily(
             f"{PREFIX}_draining", "1 from the moment the pod starts to drain.",
             value=1.0 if snap.draining else 0.0,

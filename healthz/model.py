@@ -43,6 +43,7 @@ class ServiceSnapshot:
     last_exit_code: int | None = None  # exit status, or -signal
     reason: str = ""  # why it is not ok; never shown on the TCP port
     budget_exhausted: bool = False  # used up its restart_budget (critical: /livez fails)
+    log_write_failures: int = 0  # chunks its log file could not take (full or read-only volume)
 
 
 @dataclass(frozen=True, slots=True)

@@ -229,7 +229,7 @@ def _build(parser: Any, section: str, group: str, values: dict[str, object],
         if key not in ("stdout_logfile", "stderr_logfile"):
             shadow.set(section, key, value)
     shadow.section_to_file[section] = configfile
-    options: Any = ServerOptions()
+    options: Any = _server_options(ServerOptions)
     options.here = str(names["here"])
     options.configfile = configfile
     options.environ_expansions = {k: v for k, v in names.items() if k.startswith("ENV_")}
@@ -264,3 +264,19 @@ def one_line(error: BaseException) -> str:
 def _strip_supervisor_suffix(error: BaseException) -> str:
     # supervisor appends "in section 'program:x' (file: '...')"; we already say where.
     return re.sub(r"\s+in section '[^']*' \(file: '[^']*'\)$", "", one_line(error))
+
+
+def _server_options(factory: Callable[[], Any]) -> Any:
+    """supervisor's ServerOptions. Its constructor asks `tempfile` for a default childlogdir we
+    never use, which raises on a read-only root filesystem without TMPDIR (found by the soak):
+    for that one question any existing directory will do, since nothing is written there."""
+    import tempfile
+
+    try:
+        return factory()
+    except FileNotFoundError:
+        saved, tempfile.tempdir = tempfile.tempdir, "/"
+        try:
+            return factory()
+        finally:
+            tempfile.tempdir = saved

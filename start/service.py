@@ -154,6 +154,7 @@ class Service:
             last_exit_code=self.last_exit_code,
             reason="" if ready else reason,
             budget_exhausted=self.budget_exhausted(),
+            log_write_failures=self._log.failures if self._log is not None else 0,
         )
 
     # -- verbs --------------------------------------------------------------------------------
@@ -510,7 +511,9 @@ class Service:
     def _count_restart(self, reason: str) -> None:
         self.restarts += 1
         self.restarts_by_reason[reason] += 1
-        if reason not in OPERATOR_REASONS:
+        # Only a budget reads this history (and prunes it): without one, keeping it would
+        # grow by one entry per restart for the pod's lifetime (found by the soak).
+        if reason not in OPERATOR_REASONS and self.spec.health.restart_budget is not None:
             self._restart_times.append(self.ctx.clock())
 
     # -- plumbing -----------------------------------------------------------------------------

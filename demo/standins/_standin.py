@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +21,50 @@ from aiohttp import web
 # Open connections (codi2's WebSockets) are closed by on_shutdown handlers; this bounds the
 # wait for anything else, so TERM always ends the process well within a second.
 SHUTDOWN_TIMEOUT = 0.5
+
+# The soak (soak/) sets this to a number of seconds: each stand-in then writes a numbered line
+# `seq RUN N` that often, so lost or doubled log lines can be counted. RUN is new each run.
+SEQ_INTERVAL_ENV = "STANDIN_SEQ_INTERVAL"
+
+
+class Numbered:
+    """The numbered lines of one run: `seq RUN N [padding]`, N from 0 without a gap."""
+
+    def __init__(self) -> None:
+        self.run = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.next = 0
+
+    def write(self, count: int = 1, padding: str = "") -> None:
+        # Whole lines, at most PIPE_BUF bytes a write: such a pipe write is atomic, so even a
+        # SIGKILL never leaves half a line for the supervisor to find.
+        chunk: list[str] = []
+        size = 0
+        for n in range(self.next, self.next + count):
+            line = f"seq {self.run} {n}{padding}\n"
+            if size + len(line) > select.PIPE_BUF and chunk:
+                os.write(1, "".join(chunk).encode())
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+            self.next = n + 1
+        if chunk:
+            os.write(1, "".join(chunk).encode())
+
+    def end(self) -> None:
+        """The run's last line, `seq RUN N end`: a run that ends without it was killed."""
+        self.write(1, " end")
+
+
+def seq_interval() -> float:
+    """STANDIN_SEQ_INTERVAL in seconds; 0 when unset (no numbered lines)."""
+    return float(os.environ.get(SEQ_INTERVAL_ENV) or 0)
+
+
+async def tick(numbered: Numbered, interval: float) -> None:
+    """Write a numbered line every `interval` seconds until cancelled."""
+    while True:
+        numbered.write()
+        await asyncio.sleep(interval)
 
 
 def parse_args(
@@ -43,6 +90,18 @@ def run(name: str, app: web.Application, args: argparse.Namespace) -> int:
 
 
 async def _serve(name: str, app: web.Application, host: str, port: int, delay: float) -> int:
+    numbered = Numbered()
+    interval = seq_interval()
+    ticker = asyncio.create_task(tick(numbered, interval)) if interval > 0 else None
+    try:
+        return await _listen(name, app, host, port, delay)
+    finally:
+        if ticker is not None:  # however the run ends short of a SIGKILL, it says so
+            ticker.cancel()
+            numbered.end()
+
+
+async def _listen(name: str, app: web.Application, host: str, port: int, delay: float) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
