@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler
 
 from healthz.control import ControlRoutes, json_errors
 from healthz.kube import KubeFaces
-from healthz.metrics import PodMetrics
+from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
 from healthz.proctree import ProcessTree
 
@@ -44,7 +44,7 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
 def make_app(
     pod: Pod,
     *,
-    metrics: PodMetrics,
+    metrics: Metrics,
     private: bool,
     lag_limit: float = DEFAULT_LAG_LIMIT,
     tree: ProcessTree | None = None,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from healthz.metrics import PodMetrics
+from healthz.metrics_deferred import Metrics
 from healthz.model import Pod, PodSnapshot, ServiceSnapshot, is_service_name
 
 WITHHELD = "reason withheld"
@@ -68,7 +68,7 @@ def _flag(request: web.Request, key: str) -> bool:
 class KubeFaces:
     """Handlers of the Kubernetes routes for one listener; `private` decides what is told."""
 
-    def __init__(self, pod: Pod, metrics: PodMetrics, *, private: bool, lag_limit: float) -> None:
+    def __init__(self, pod: Pod, metrics: Metrics, *, private: bool, lag_limit: float) -> None:
         self._pod = pod
         self._metrics = metrics
         self._private = private

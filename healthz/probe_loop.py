@@ -10,6 +10,13 @@ is seen ready within 50 ms of it, and a slow one (Theia: minutes) is not polled 
 second all along. After the first pass the probe runs every ``interval``. Periods are counted
 from the start of the previous probe; a probe never overlaps the previous one, and each is
 bounded by ``timeout``.
+
+Before the first pass, a TCP-based probe of this pod's own port first tries a bare connect
+(`refused_at_once`): while that is refused, nothing listens yet, the probe fails without
+running, and the next try comes ``QUICK_PERIOD`` (10 ms) later for the first ``QUICK_WINDOW``
+(3 s). A service's port opening is then seen within ~10 ms instead of ~25 on average, for
+about a hundred connects a second (well under 1 % of a core), and aiohttp is not needed (nor
+imported) until something answers.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from healthz.probe_exec import ExecRunner, SubprocessExecRunner
-from healthz.probe_run import ProbeResult, new_probe_session, run_probe
+from healthz.probe_run import ProbeResult, new_probe_session, refused_at_once, run_probe
 from healthz.probe_spec import ProbeSpec
 
 if TYPE_CHECKING:
@@ -31,6 +38,8 @@ STALE_AFTER_INTERVALS = 3  # a result older than this many intervals counts as f
 FAST_START = 0.05  # seconds between the first probes
 FIRST_GAPS = (0.01, 0.02, 0.04)  # seconds after the first, second and third probe
 FAST_WINDOW = 1.0  # seconds of probing every FAST_START before the gap starts doubling
+QUICK_PERIOD = 0.01  # seconds between bare connects while they are refused at once
+QUICK_WINDOW = 3.0  # seconds after the start in which a refused connect is retried that fast
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ class ProbeLoop:
         exec_runner: ExecRunner | None = None,
         fast_start: float = FAST_START,
         fast_window: float = FAST_WINDOW,
+        quick_window: float = QUICK_WINDOW,
     ) -> None:
         if interval <= 0 or timeout <= 0:
             raise ValueError("interval and timeout must be more than 0")
@@ -69,6 +79,7 @@ class ProbeLoop:
         self._exec_runner = exec_runner or SubprocessExecRunner()
         self._fast_start = min(fast_start, interval)
         self._fast_window = fast_window
+        self._quick_window = quick_window
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -104,19 +115,27 @@ class ProbeLoop:
         gap = self._fast_start
         settled = False
         fast_until = loop.time() + self._fast_window
+        quick_until = loop.time() + self._quick_window
         while True:
             began = loop.time()
-            result = await run_probe(
-                self.spec,
-                self.timeout,
-                session=self._web_session(),
-                exec_runner=self._exec_runner,
-                clock=self._clock,
-            )
+            refused = not settled and began < quick_until and refused_at_once(self.spec)
+            if refused:
+                result = ProbeResult(False, "connection refused", loop.time() - began,
+                                     self._clock())
+            else:
+                result = await run_probe(
+                    self.spec,
+                    self.timeout,
+                    session=self._web_session(),
+                    exec_runner=self._exec_runner,
+                    clock=self._clock,
+                )
             self._record(result)
             settled = settled or result.passed
             if settled:
                 period = self.interval
+            elif refused:
+                period = min(QUICK_PERIOD, self.interval)
             elif began < fast_until:
                 # The very first probes come sooner still (10, 20, 40 ms): a respawned
                 # service or nginx is often up within a few tens of milliseconds.

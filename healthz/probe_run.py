@@ -82,6 +82,28 @@ async def run_probe(
     return ProbeResult(passed, _shorten(reason), time.perf_counter() - started, clock())
 
 
+def refused_at_once(spec: ProbeSpec) -> bool:
+    """True when a connection to the probe's port on this host is refused right away.
+
+    Only for a TCP-based probe of an IP literal that reaches this pod (loopback or wildcard):
+    there the kernel answers a connect at once, with no packet on a network, so "nothing
+    listens yet" costs a socket and two syscalls (~17 µs) instead of a full probe through
+    aiohttp (~0.3 ms of CPU, and its import on the first one). Anything else, a connection
+    that is accepted or still in progress included, is False: the real probe decides."""
+    if spec.kind not in ("http", "https", "ws", "tcp") or spec.loopback_port is None:
+        return False
+    assert spec.host is not None
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    if not any(ch.isdigit() for ch in spec.host):  # "localhost": would need a lookup
+        return False
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)  # never wait here: a full backlog would hold a blocking one
+        if sock.connect_ex((spec.host, spec.port)) not in (errno.EINPROGRESS, errno.ECONNREFUSED):
+            return False
+        # Linux reports EINPROGRESS even on loopback, having already handled the refusal.
+        return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+
+
 async def _dispatch(
     spec: ProbeSpec,
     timeout: float,

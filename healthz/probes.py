@@ -12,7 +12,7 @@ Importing this costs no aiohttp: it is imported when a web probe first runs.
 
 from healthz.probe_exec import ExecOutcome, ExecRunner, SubprocessExecRunner
 from healthz.probe_loop import STALE_AFTER_INTERVALS, ProbeLoop
-from healthz.probe_run import ProbeResult, new_probe_session, run_probe
+from healthz.probe_run import ProbeResult, new_probe_session, refused_at_once, run_probe
 from healthz.probe_spec import PROBE_KINDS, ProbeKind, ProbeSpec, is_loopback, parse_probe
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "is_loopback",
     "new_probe_session",
     "parse_probe",
+    "refused_at_once",
     "run_probe",
 ]

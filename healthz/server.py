@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from healthz.app import DEFAULT_LAG_LIMIT, make_app
-from healthz.metrics import PodMetrics
+from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
 
 # Idle keep-alive connections are closed after this; a prober opens a new one each period.
@@ -111,7 +111,7 @@ class HealthServer:
     def __init__(
         self,
         pod: Pod,
-        metrics: PodMetrics,
+        metrics: Metrics,
         *,
         tcp_addr: str | None = "0.0.0.0:8081",
         unix_path: Path | None = None,

@@ -66,7 +66,7 @@ class CatalogueCache:
             version, key, paths, catalogue = payload
             if version != FORMAT or key != self._key() or not isinstance(catalogue, Catalogue):
                 return None
-            if not _unchanged(catalogue) or not self._paths_hold(paths):
+            if not files_unchanged(catalogue) or not self._paths_hold(paths):
                 return None
             return catalogue
         except Exception:  # a cache is an optimisation: whatever is wrong with it is a miss
@@ -164,7 +164,8 @@ def _private(info: os.stat_result, *, directory: bool) -> bool:
     return kind and info.st_uid == os.geteuid() and not info.st_mode & 0o022
 
 
-def _unchanged(catalogue: Catalogue) -> bool:
+def files_unchanged(catalogue: Catalogue) -> bool:
+    """Whether every file the parse read, and what each `[include]` matched, is as it was."""
     provenance = catalogue.provenance
     if provenance is None:
         return False

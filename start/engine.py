@@ -1,21 +1,27 @@
 """Boot and run: prepare .coditect, spawn the catalogue, serve health, drain on SIGTERM.
 
 Order matters for boot time: children are spawned before structlog, aiohttp and
-prometheus-client are imported; the health service comes up a few milliseconds later.
-Signal handlers only record what arrived; the loop acts on it.
+prometheus-client are imported; the health service comes up a few milliseconds later. What
+the pod does not need to become ready (prometheus-client, the catalogue watcher, writing the
+catalogue cache, a warm boot's second parse) waits until the boot is over (`_boot_over`): the
+services' own start-up is a burst of CPU, and every millisecond of ours in it is one theirs
+waits for. Signal handlers only record what arrived; the loop acts on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue import Catalogue, load_catalogue
+from start.catalogue_cache import files_unchanged
 from start.cli import Settings, report_invalid
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 from start.events import EventLog
@@ -26,10 +32,18 @@ from start.service import EngineContext
 from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
+    from healthz.metrics import PodMetrics
+    from healthz.metrics_deferred import Metrics
     from healthz.server import HealthServer
     from start.catalogue_cache import CatalogueCache
 
 RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
+# The boot is over when every critical service has settled (ready, or given up on), or after
+# BOOT_LIMIT seconds whatever they do (Theia may take minutes; the watcher cannot wait that
+# long). Then BOOT_GRACE more, so that whoever waits for the pod's ready moment (a readiness
+# probe, a rollout) is answered at once rather than behind the deferred work (~30 ms of CPU).
+BOOT_LIMIT = 2.0
+BOOT_GRACE = 0.3
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
 MMAP_THRESHOLD = 128 << 10  # bytes: glibc's initial value, kept fixed from then on
 
@@ -119,20 +133,28 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
            subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
     events.configure()
 
-    server = await _start_health(pod, ctx, console, settings, events)
+    metrics = DeferredMetrics(functools.partial(_pod_metrics, pod))
+    ctx.metrics = metrics
+    console.on_drop = metrics.count_dropped_log_lines
+    server = await _start_health(pod, metrics, settings, events)
     watched = [settings.catalogue if settings.catalogue.is_dir() else settings.catalogue.parent]
     if settings.overlay is not None:
         watched.append(settings.overlay.parent)
     watcher = CatalogueWatcher(loop, watched, on_hangup)
-    watcher.start()
-    events("watching_catalogue", directories=[str(d) for d in watcher.directories])
-    # After the watcher starts, so that a change made since the boot read the files is seen
-    # by this parse or by the watcher, never by neither.
-    if warm:
-        confirmed = await _confirm_cached(pod, reload_catalogue, events)
-    else:
-        confirmed = True
-        keep(catalogue)  # parsed before the first fork, its files' stats taken before reading
+    confirmed = True
+    if server is not None and await _boot_over(pod, stop_requested):
+        watcher.start()
+        events("watching_catalogue", directories=[str(d) for d in watcher.directories])
+        # After the watcher starts, so that a change made since the boot read the files is
+        # seen by this parse or check or by the watcher, never by neither.
+        if warm:
+            confirmed = await _confirm_cached(pod, reload_catalogue, events)
+        elif files_unchanged(pod.catalogue):
+            keep(pod.catalogue)  # its files' stats were taken before they were read
+        else:  # edited between the parse and the watcher's start: a reload keeps the new one
+            events("catalogue_changed_during_boot")
+            on_hangup()
+        metrics.build()
     # Later, not now: the children are still booting and need the CPU more than we need RSS.
     loop.call_later(RELEASE_MEMORY_AFTER, _release_boot_memory)
     exit_code = EXIT_OK
@@ -176,17 +198,37 @@ async def _confirm_cached(pod: Pod, loader: Callable[[], Catalogue], events: Eve
     return True
 
 
-async def _start_health(pod: Pod, ctx: EngineContext, console: Console, settings: Settings,
+async def _boot_over(pod: Pod, stop_requested: asyncio.Event) -> bool:
+    """Wait until the boot is over (see BOOT_LIMIT and BOOT_GRACE); False when a stop signal
+    came first, and the deferred work is not worth doing any more."""
+    critical = [s.settled.wait() for s in pod.services.values()
+                if s.spec.health.critical and s.want_running]
+    settled: asyncio.Future[object] = asyncio.ensure_future(asyncio.gather(*critical))
+    stopping: asyncio.Future[object] = asyncio.ensure_future(stop_requested.wait())
+    try:
+        await asyncio.wait({settled, stopping}, timeout=BOOT_LIMIT,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not stop_requested.is_set():
+            await asyncio.wait({stopping}, timeout=BOOT_GRACE)
+    finally:
+        settled.cancel()
+        stopping.cancel()
+    return not stop_requested.is_set()
+
+
+def _pod_metrics(pod: Pod) -> PodMetrics:
+    from healthz.metrics import PodMetrics
+
+    return PodMetrics(pod)
+
+
+async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
                         events: EventLog) -> HealthServer | None:
     with _no_ca_bundle():
         import aiohttp  # noqa: F401  (imported here, under the context manager, on purpose)
 
-    from healthz.metrics import PodMetrics
     from healthz.server import HealthServer
 
-    metrics = PodMetrics(pod)
-    ctx.metrics = metrics
-    console.on_drop = metrics.count_dropped_log_lines
     server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,
                           unix_path=settings.run_dir / "podctl.sock")
     try:

@@ -87,3 +87,26 @@ def test_reload_applies_only_the_difference(tmp_path: Path) -> None:
         assert _pids(pod)["keep"] == keep
     finally:
         pod.stop()
+
+
+def test_edit_during_boot_is_applied(tmp_path: Path) -> None:
+    """The watcher starts once the boot is over; an edit made between the parse and then
+    (here while a critical service is not yet ready) is found by comparing the files with
+    what the parse read, and reloaded."""
+    catalogue = write_catalogue(
+        tmp_path / "cat",
+        {"slow": {"command": SLEEPER, "startsecs": "0"}},
+        health={"slow": {"ready": "exec:false", "interval": "1s", "start_timeout": "60s"}})
+    conf = catalogue / "conf.d"
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("spawned")
+        assert not pod.events("watching_catalogue")
+        (conf / "fresh.conf").write_text(_program("fresh"))
+        pod.wait_event("watching_catalogue")
+        pod.wait_event("catalogue_changed_during_boot")
+        reloaded = pod.wait_event("reloaded", timeout=10)[0]
+        assert reloaded["added"] == ["fresh"]
+        wait_for(lambda: "fresh" in _pids(pod), 10, "fresh running")
+    finally:
+        pod.stop()

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from healthz.metrics import PodMetrics
+from healthz.metrics_deferred import DeferredMetrics
 from healthz.model import State
 from healthz.proctree import ProcessTree
 from tests.health_support import FakePod, default_pod_services, eventually, running_faces, service
@@ -125,6 +126,35 @@ def test_pushed_instruments() -> None:
     assert value(text, "coditect_pod_probe_failures_total", service="theia", kind="live") is None
     assert value(text, "coditect_pod_log_lines_dropped_total", service="theia") == 7.0
     assert value(text, "coditect_pod_reload_failures_total") == 1.0
+
+
+def test_deferred_metrics_replay_what_came_before() -> None:
+    """What the engine pushes before PodMetrics exists (the boot) is in the first scrape, in
+    the same figures as if it had been there all along; after that, pushes go straight in."""
+    pod = FakePod([service("theia")])
+    made: list[PodMetrics] = []
+
+    def factory() -> PodMetrics:
+        made.append(PodMetrics(pod))
+        return made[-1]
+
+    metrics = DeferredMetrics(factory)
+    metrics.observe_probe("theia", "ready", 0.02, True)
+    metrics.observe_probe("theia", "ready", 3.0, False)
+    metrics.count_dropped_log_lines("theia", 7)
+    metrics.count_reload_failure()
+    assert not made and not metrics.built
+    text = metrics.render().decode()
+    assert len(made) == 1
+    hist = "coditect_pod_probe_duration_seconds"
+    assert value(text, hist + "_count", service="theia", kind="ready") == 2.0
+    assert value(text, "coditect_pod_probe_failures_total", service="theia", kind="ready") == 1.0
+    assert value(text, "coditect_pod_log_lines_dropped_total", service="theia") == 7.0
+    assert value(text, "coditect_pod_reload_failures_total") == 1.0
+    metrics.count_reload_failure()
+    assert metrics.build() is made[0]
+    assert value(metrics.render().decode(), "coditect_pod_reload_failures_total") == 2.0
+    assert metrics.content_type == made[0].content_type
 
 
 def test_registry_is_private() -> None:

@@ -30,6 +30,7 @@ from healthz.probes import (
     ProbeSpec,
     SubprocessExecRunner,
     parse_probe,
+    refused_at_once,
     run_probe,
 )
 
@@ -667,7 +668,7 @@ async def test_loop_failing_cadence_grows_to_interval(
     """Failing probes start 50 ms apart, the gap doubles, and it stops growing at interval."""
     results = Results()
     loop = make_loop(loops, f"tcp://127.0.0.1:{refused_port}", 0.4, 0.2, results,
-                     fast_window=0.0)
+                     fast_window=0.0, quick_window=0.0)
     loop.start()
     for _ in range(7):
         await results.next()
@@ -678,6 +679,39 @@ async def test_loop_failing_cadence_grows_to_interval(
     assert all(0.35 < gap < 0.6 for gap in gaps[4:])  # capped at the interval
     assert loop.consecutive_failures == 7
     assert loop.last is not None and loop.last.reason == "connection refused"
+
+
+async def test_loop_retries_a_refused_port_quickly(
+    loops: list[ProbeLoop], closed_socket: socket.socket
+) -> None:
+    """While a loopback port refuses connections the probe retries every 10 ms (a bare
+    connect, no HTTP), so the port opening is seen within a few tens of milliseconds."""
+    results = Results()
+    port = closed_socket.getsockname()[1]
+    loop = make_loop(loops, f"http://127.0.0.1:{port}/", 30.0, 1.0, results)
+    loop.start()
+    for _ in range(6):
+        assert (await results.next()).reason == "connection refused"
+    at = [result.at for result in results.all]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(at)]
+    assert all(gap < 0.04 for gap in gaps), gaps
+    closed_socket.listen(8)  # accepts, never answers: the real HTTP probe now runs
+    while (await results.next(within=3.0)).reason == "connection refused":
+        pass
+    assert results.all[-1].reason == "timed out after 1s"
+
+
+def test_refused_at_once_only_for_this_pods_ip_ports(closed_socket: socket.socket) -> None:
+    """A refused loopback port is known at once; a listening one, a host name, a remote
+    address or an exec probe is left to the real probe."""
+    port = closed_socket.getsockname()[1]
+    for text in (f"http://127.0.0.1:{port}/", f"ws://127.0.0.1:{port}/",
+                 f"tcp://127.0.0.1:{port}"):
+        assert refused_at_once(parse_probe(text)), text
+    for text in (f"http://localhost:{port}/", "http://192.0.2.1:80/", "exec:true", "none"):
+        assert not refused_at_once(parse_probe(text)), text
+    closed_socket.listen(8)
+    assert not refused_at_once(parse_probe(f"http://127.0.0.1:{port}/"))
 
 
 async def test_loop_probes_fast_for_the_first_window(
