@@ -59,6 +59,8 @@ class Injector:
         self.faults: list[Fault] = []
         # The engine's failures-in-a-row as our faults drive it (reset by a stable run).
         self._in_a_row: dict[str, int] = {}
+        # When our faults made each service restart, for those with a restart_budget.
+        self._restarted_at: dict[str, list[float]] = {}
 
     # -- choosing -----------------------------------------------------------------------------
 
@@ -84,8 +86,25 @@ class Injector:
         if chosen in ("crash-loop", "flood"):
             name = CRASHER if chosen == "crash-loop" else FLOODER
         else:
-            name = self.random.choice(sorted(running))
+            victims = sorted(running) if chosen == "stop-cont" else [
+                name for name in sorted(running) if self._within_budget(name)]
+            if not victims:
+                return None
+            name = self.random.choice(victims)
         return self._apply(chosen, name, running[name])
+
+    def _within_budget(self, name: str) -> bool:
+        """Whether one more restart keeps `name` inside its restart_budget, with one to spare.
+        A critical service past its budget makes /livez fail on purpose (the kubelet is to
+        replace the container): that is the engine doing its job, not a fault surviving it, so
+        the soak stays inside every budget and then requires /livez to be 200 throughout."""
+        budget = self.specs[name].health.restart_budget
+        if budget is None:
+            return True
+        now = time.monotonic()
+        recent = [t for t in self._restarted_at.get(name, []) if now - t < budget.window]
+        self._restarted_at[name] = recent
+        return len(recent) + 1 < budget.count
 
     # -- applying -----------------------------------------------------------------------------
 
@@ -99,6 +118,7 @@ class Injector:
         new_pid = True
         if kind in ("kill-9", "sigterm"):
             fault.bound = self._restart_bound(name, spec, status, crashes=0)
+            self._restarted_at.setdefault(name, []).append(at)
             os.kill(pid, signal.SIGKILL if kind == "kill-9" else signal.SIGTERM)
         elif kind == "crash-loop":
             crashes = self.random.randint(2, 4)

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from start.catalogue_cache import CatalogueCache
 
 RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
+# Then, for the pod's lifetime: a log flood leaves freed 64 KiB read buffers scattered over the
+# heap, which glibc keeps resident until asked. A trim costs well under a millisecond.
+TRIM_HEAP_EVERY = 30.0  # seconds
 # The boot is over when every critical service has settled (ready, or given up on), or after
 # BOOT_LIMIT seconds whatever they do (Theia may take minutes; the watcher cannot wait that
 # long). Then BOOT_GRACE more, so that whoever waits for the pod's ready moment (a readiness
@@ -156,7 +159,7 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
             on_hangup()
         metrics.build()
     # Later, not now: the children are still booting and need the CPU more than we need RSS.
-    loop.call_later(RELEASE_MEMORY_AFTER, _release_boot_memory)
+    loop.call_later(RELEASE_MEMORY_AFTER, _release_boot_memory, loop)
     exit_code = EXIT_OK
     if not confirmed:
         if cache is not None:
@@ -246,22 +249,29 @@ async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
     return server
 
 
-def _release_boot_memory() -> None:
+def _release_boot_memory(loop: asyncio.AbstractEventLoop) -> None:
     """Parsing and importing leave freed heap behind; give it back to the kernel so the idle
     pod's RSS is what it uses, not what boot once needed (glibc only; elsewhere a no-op)."""
-    import contextlib
     import ctypes
     import gc
 
     gc.collect()
     gc.freeze()  # what boot built lives for the pod's lifetime: keep later GC passes short
-    with contextlib.suppress(OSError, AttributeError):
+    try:
         libc = ctypes.CDLL("libc.so.6")
         libc.malloc_trim(0)
         # A fixed mmap threshold turns off glibc's sliding one, which a log flood raises and
         # which then keeps every later burst's buffers on the heap: the soak measured +2 MiB
         # after each flood without it, flat with it (docs/SOAK.md). For this process only.
         libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        return  # not glibc: nothing to trim, now or later
+    loop.call_later(TRIM_HEAP_EVERY, _trim_heap, loop, libc.malloc_trim)
+
+
+def _trim_heap(loop: asyncio.AbstractEventLoop, malloc_trim: Callable[[int], int]) -> None:
+    malloc_trim(0)
+    loop.call_later(TRIM_HEAP_EVERY, _trim_heap, loop, malloc_trim)
 
 
 @contextlib.contextmanager
