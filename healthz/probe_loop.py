@@ -116,26 +116,33 @@ class ProbeLoop:
         settled = False
         fast_until = loop.time() + self._fast_window
         quick_until = loop.time() + self._quick_window
+        refused_noted = -self._fast_start
         while True:
             began = loop.time()
             refused = not settled and began < quick_until and refused_at_once(self.spec)
             if refused:
-                result = ProbeResult(False, "connection refused", loop.time() - began,
-                                     self._clock())
-            else:
-                result = await run_probe(
-                    self.spec,
-                    self.timeout,
-                    session=self._web_session(),
-                    exec_runner=self._exec_runner,
-                    clock=self._clock,
-                )
+                # Refused at once: nothing listens yet, and no probe ran. That is noted as a
+                # failed probe no more often than the fast probes would run, so the failure
+                # counters, the metrics and the waiters woken per result see a start as they
+                # would without the quick retries in between (a connect each).
+                if began - refused_noted >= self._fast_start:
+                    refused_noted = began
+                    self._record(ProbeResult(False, "connection refused",
+                                             loop.time() - began, self._clock()))
+                await asyncio.sleep(max(0.0, began + min(QUICK_PERIOD, self.interval)
+                                        - loop.time()))
+                continue
+            result = await run_probe(
+                self.spec,
+                self.timeout,
+                session=self._web_session(),
+                exec_runner=self._exec_runner,
+                clock=self._clock,
+            )
             self._record(result)
             settled = settled or result.passed
             if settled:
                 period = self.interval
-            elif refused:
-                period = min(QUICK_PERIOD, self.interval)
             elif began < fast_until:
                 # The very first probes come sooner still (10, 20, 40 ms): a respawned
                 # service or nginx is often up within a few tens of milliseconds.

@@ -186,9 +186,17 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
 
 
 async def _confirm_cached(pod: Pod, loader: Callable[[], Catalogue], events: EventLog) -> bool:
-    """Parse the catalogue a warm boot took from the cache. A difference is applied as a
-    reload applies it; an invalid catalogue is False: the pod drains and exits 78, as a cold
-    boot would have (without starting anything)."""
+    """Parse the catalogue a warm boot took from the cache.
+
+    Files edited since the cache was read are an edit on disk like any other: a reload, which
+    rejects an invalid catalogue and keeps the running one (a cold boot's watcher would have
+    done the same). Unchanged files that parse differently (what the key cannot see) are
+    applied as they parse now; unchanged files that no longer parse are False: the pod drains
+    and exits 78, as a cold boot would have without starting anything."""
+    if not files_unchanged(pod.catalogue):
+        events("catalogue_changed_during_boot")
+        await pod.reload()
+        return True
     try:
         fresh = loader()
     except ConfigError as error:
@@ -197,7 +205,7 @@ async def _confirm_cached(pod: Pod, loader: Callable[[], Catalogue], events: Eve
         return False
     if fresh.services != pod.catalogue.services:
         events("catalogue_cache_stale", level="warning")
-        await pod.reload()
+        await pod.apply(fresh)
     return True
 
 

@@ -142,6 +142,11 @@ class Pod:
         async with self._reloading:
             return await self._reload(self.loader)
 
+    async def apply(self, catalogue: Catalogue) -> tuple[bool, list[str]]:
+        """Apply a catalogue already parsed, as a reload applies the one it reads."""
+        async with self._reloading:
+            return await self._reload(lambda: catalogue)
+
     async def _reload(self, loader: Callable[[], Catalogue]) -> tuple[bool, list[str]]:
         if self.draining:  # a reload now would bring back what the drain is stopping
             self.ctx.emit("reload_ignored", reason="draining", level="warning")

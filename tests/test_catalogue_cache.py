@@ -70,7 +70,9 @@ def test_a_changed_environment_value_is_a_miss(tmp_path: Path) -> None:
     cache, _ = stored(tmp_path)
     assert again(cache, environ={**ENVIRON, "GREETING": "bye"}).load() is None
     assert again(cache, environ={**ENVIRON, "UNRELATED": "1"}).load() is None
-    assert b"s3cr3t" not in cache.path.read_bytes()  # the key holds a digest, not values
+    # The key holds a digest of the environment, not its values: a variable the catalogue
+    # does not expand is nowhere in the file.
+    assert b"s3cr3t" not in cache.path.read_bytes()
 
 
 def test_a_vanished_executable_or_directory_is_a_miss(tmp_path: Path) -> None:
@@ -230,3 +232,35 @@ def test_a_cached_catalogue_the_parse_rejects_stops_everything_and_exits_78(
     finally:
         pod.stop()
     assert os.path.exists(catalogue)
+
+
+def test_an_invalid_edit_during_a_warm_boot_is_rejected_and_the_pod_runs_on(
+        tmp_path: Path) -> None:
+    """Files edited after the cache was read are an edit on disk like any other: an invalid
+    one is rejected by a reload and the running catalogue kept (as on a cold boot), never a
+    drain and exit 78 just because the container happened to restart warm."""
+    gate = tmp_path / "gate"  # the service is ready once it exists: the boot waits for it
+    catalogue = write_catalogue(tmp_path / "cat", {"idle": {"command": "sleep 1000"}},
+                                health={"idle": {"ready": f"exec:test -e {gate}",
+                                                 "interval": "100ms"}})
+    gate.touch()
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("watching_catalogue")
+    finally:
+        pod.stop()
+    gate.unlink()
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("booted", cached_catalogue=True)
+        conf = catalogue / "conf.d" / "idle.conf"
+        conf.write_text(conf.read_text() + "startsecss=1\n")
+        gate.touch()
+        pod.wait_event("catalogue_changed_during_boot")
+        rejected = pod.wait_event("reload_rejected")
+        assert any("startsecss" in problem for problem in rejected[0]["problems"])
+        assert pod.process.poll() is None
+        assert not pod.events("catalogue_invalid")
+    finally:
+        pod.stop()
+    assert pod.wait() == 0

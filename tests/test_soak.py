@@ -6,6 +6,8 @@ property the soak measures is asserted, each with what was measured."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,9 @@ from tests.support import ROOT
 DURATION = 60  # seconds of faults; boot, warm-up checks and the drain add about 15
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(tool) for tool in ("unshare", "setpriv", "nginx")),
+    reason="the soak needs root (namespaces, mounts, another user), unshare, setpriv, nginx")
 @pytest.mark.timeout(DURATION + 180)
 def test_soak_as_pid1_unprivileged_read_only(tmp_path: Path) -> None:
     """Every property of the soak holds after 60 s of random faults."""
