@@ -32,7 +32,8 @@ STOP_LINE = b"bench: stop reading"
 _live: set[Pod] = set()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """preexec_fn: the child is SIGKILLed when the process that started it dies."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
@@ -47,6 +48,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def pid_in_namespace(pid: int) -> int | None:
+    """The pid that host process `pid` has in its own (innermost) PID namespace; None when it
+    is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return pid  # a kernel without NSpid: no namespaces to translate
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +160,7 @@ class Pod:
         self.process = subprocess.Popen(
             ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *self.argv],
             stdin=subprocess.DEVNULL, stdout=out, stderr=self._stderr, env=environment,
-            cwd=cwd, preexec_fn=_die_with_parent)
+            cwd=cwd, preexec_fn=die_with_parent)
         if stdout is not None:
             out.close()
         _live.add(self)
@@ -175,11 +189,8 @@ class Pod:
     def host_pid(self, ns_pid: int) -> int:
         """Translate a pid as seen inside the namespace to the host's pid."""
         for pid in self.tree():
-            with contextlib.suppress(OSError):
-                status = Path(f"/proc/{pid}/status").read_text()
-                for line in status.splitlines():
-                    if line.startswith("NSpid:") and int(line.split()[-1]) == ns_pid:
-                        return pid
+            if pid_in_namespace(pid) == ns_pid:
+                return pid
         raise LookupError(f"no process with pid {ns_pid} in the namespace")
 
     def tree(self) -> list[int]:

@@ -18,9 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.pods import die_with_parent
 from soak import report as report_
 from soak.errors import EXIT_FAILED, EXIT_PASSED, EXIT_SETUP, SoakError
-from soak.pod import ROOT, _die_with_parent
+from soak.pod import ROOT
 
 DEFAULT_USER = "coditect-soak"
 
@@ -62,7 +63,7 @@ def run_inside(args: argparse.Namespace) -> dict[str, object]:
                 "--duration", str(args.duration), "--seed", str(args.seed)]
         done = subprocess.run(argv, stdout=subprocess.PIPE, cwd=ROOT, check=False,
                               env={**os.environ, "PYTHONPATH": str(ROOT)},
-                              preexec_fn=_die_with_parent)
+                              preexec_fn=die_with_parent)
     if done.returncode != 0 or not done.stdout.strip():
         raise SoakError(f"the soak driver failed (exit {done.returncode}); see above")
     found: dict[str, object] = json.loads(done.stdout)

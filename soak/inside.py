@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from bench.pods import pid_in_namespace
 from soak import logcheck, sandbox
 from soak.errors import EXIT_SETUP, SoakError
 from soak.faults import KINDS, Injector
@@ -119,7 +120,7 @@ def _soak(args: argparse.Namespace, pod: SoakPod, poller: Poller, zombies: Zombi
     pid1 = pod.pid1
     wait_for(lambda: all_ready(pod), BOOT_DEADLINE, "every service ready", 0.1)
     report["boot_seconds"] = round(time.monotonic() - booted, 2)
-    report["pid1_is_pid_1"] = _ns_pid(pid1) == 1
+    report["pid1_is_pid_1"] = pid_in_namespace(pid1) == 1
     report["pid1_uid"] = psutil.Process(pid1).uids().real
     progress(f"pod ready in {report['boot_seconds']}s; polling /livez and /readyz at 20 Hz")
     poller.start()
@@ -165,13 +166,6 @@ def _count(faults: list[Any], *kinds: str) -> dict[str, int]:
         if fault.kind in kinds:
             counts[fault.service] = counts.get(fault.service, 0) + 1
     return counts
-
-
-def _ns_pid(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("NSpid:"):
-            return int(line.split()[-1])
-    return pid
 
 
 def main(argv: list[str] | None = None) -> int:

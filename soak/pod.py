@@ -9,7 +9,6 @@ sees of it: its events, its processes (host pids), its RSS, its control socket.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -18,35 +17,30 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from bench.pods import die_with_parent, pid_in_namespace
+from bench.pods import wait_for as bench_wait_for
 from healthz.podctl_client import PodClient
 from soak.errors import SoakError
 from soak.sandbox import Account, Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
-PR_SET_PDEATHSIG = 1
 HEALTH_PORT = 8081  # the demo's: nginx's /health proxies to it
 STANDIN_SEQ_INTERVAL = 0.05  # seconds between numbered lines of each stand-in (20 a second)
 
 
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `predicate` until truthy; SoakError naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SoakError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             interval: float = 0.05) -> Any:
+    """The benchmark harness's wait, failing with SoakError (what the soak reports)."""
+    try:
+        return bench_wait_for(predicate, timeout, what, interval)
+    except TimeoutError as error:
+        raise SoakError(str(error)) from None
 
 
 class SoakPod:
@@ -75,7 +69,7 @@ class SoakPod:
                 sys.executable, "-m", "start"]
         self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, env=env, cwd=str(box.tmp),
-                                        preexec_fn=_die_with_parent)
+                                        preexec_fn=die_with_parent)
         self.events: list[dict[str, Any]] = []
         self.stdout_bytes = 0
         self.stdout_lines = 0
@@ -140,12 +134,7 @@ class SoakPod:
 
     def host_pid(self, ns_pid: int) -> int | None:
         """The host pid of the process whose pid inside the namespace is `ns_pid`."""
-        for proc in self.tree():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("NSpid:") and int(line.split()[-1]) == ns_pid:
-                        return proc.pid
-        return None
+        return next((p.pid for p in self.tree() if pid_in_namespace(p.pid) == ns_pid), None)
 
     def rss(self) -> int:
         """PID 1's resident set, bytes."""

@@ -158,11 +158,7 @@ def test_invalid_catalogue_after_a_warm_one_still_exits_78_and_starts_nothing(
     """A cache of the valid catalogue never lets the broken edit of it start anything."""
     marker = tmp_path / "started"
     catalogue = write_catalogue(tmp_path / "cat", {"idle": {"command": "sleep 1000"}})
-    pod = RunningPod(catalogue, tmp_path / "home")
-    try:
-        pod.wait_event("watching_catalogue")
-    finally:
-        pod.stop()
+    assert _boot_once(catalogue, tmp_path / "home").exists()
     write_catalogue(catalogue, {"idle": {"command": f"touch {marker}", "startsecss": "1"}})
     pod = RunningPod(catalogue, tmp_path / "home")
     try:
@@ -171,6 +167,18 @@ def test_invalid_catalogue_after_a_warm_one_still_exits_78_and_starts_nothing(
         assert not marker.exists()
     finally:
         pod.stop()
+
+
+def _boot_once(catalogue: Path, home: Path) -> Path:
+    """A cold boot that gets as far as writing the cache (it does so before it watches the
+    catalogue), then a drain; the cache file's path."""
+    pod = RunningPod(catalogue, home)
+    try:
+        pod.wait_event("watching_catalogue")
+    finally:
+        pod.stop()
+    assert pod.wait() == 0
+    return pod.run_dir / "cache" / "catalogue.pickle"
 
 
 def _doctor(cache_file: Path, change: object) -> None:
@@ -184,12 +192,7 @@ def test_a_cached_catalogue_the_parse_disagrees_with_is_replaced_like_a_reload(
         tmp_path: Path) -> None:
     """The parse after the spawns wins: the service comes back under the parsed spec."""
     catalogue = write_catalogue(tmp_path / "cat", {"idle": {"command": "sleep 1000"}})
-    pod = RunningPod(catalogue, tmp_path / "home")
-    try:
-        pod.wait_event("watching_catalogue")
-    finally:
-        pod.stop()
-    cache_file = pod.run_dir / "cache" / "catalogue.pickle"
+    cache_file = _boot_once(catalogue, tmp_path / "home")
     _doctor(cache_file, lambda c: dataclasses.replace(c, services=tuple(
         dataclasses.replace(s, argv=("sleep", "999")) for s in c.services)))
     pod = RunningPod(catalogue, tmp_path / "home")
@@ -207,14 +210,9 @@ def test_a_cached_catalogue_the_parse_rejects_stops_everything_and_exits_78(
     """If the parse after a warm start finds the catalogue invalid, the pod drains, the cache
     is dropped, and the exit is 78 with every problem on stderr."""
     catalogue = write_catalogue(tmp_path / "cat", {"idle": {"command": "sleep 1000"}})
-    pod = RunningPod(catalogue, tmp_path / "home")
-    try:
-        pod.wait_event("watching_catalogue")
-    finally:
-        pod.stop()
+    cache_file = _boot_once(catalogue, tmp_path / "home")
     conf = catalogue / "conf.d" / "idle.conf"
     conf.write_text(conf.read_text() + "startsecss=1\n")
-    cache_file = pod.run_dir / "cache" / "catalogue.pickle"
 
     def restamp(c: Catalogue) -> Catalogue:
         assert c.provenance is not None
@@ -244,11 +242,7 @@ def test_an_invalid_edit_during_a_warm_boot_is_rejected_and_the_pod_runs_on(
                                 health={"idle": {"ready": f"exec:test -e {gate}",
                                                  "interval": "100ms"}})
     gate.touch()
-    pod = RunningPod(catalogue, tmp_path / "home")
-    try:
-        pod.wait_event("watching_catalogue")
-    finally:
-        pod.stop()
+    assert _boot_once(catalogue, tmp_path / "home").exists()
     gate.unlink()
     pod = RunningPod(catalogue, tmp_path / "home")
     try:

@@ -342,11 +342,17 @@ async def test_theia_is_under_its_prefix_with_websockets(nginx: Nginx) -> None:
             assert resp.status == 301
             assert resp.headers["Location"] == "/theia/"  # relative: right behind a proxy
         async with session.ws_connect(f"{nginx.url}/theia/services", autoping=False) as ws:
-            await ws.ping(b"x")
-            pong = await ws.receive(timeout=5)
-            assert pong.type is aiohttp.WSMsgType.PONG
-            await ws.send_str("open-workspace")
-            assert await ws.receive_str(timeout=5) == "ack:open-workspace"
+            await _ping_and_echo(ws, "open-workspace")
+
+
+async def _ping_and_echo(ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+    """Through the proxy both ways: a ping answered by a pong, a message by the stand-in's
+    acknowledgement of it."""
+    await ws.ping(b"x")
+    pong = await ws.receive(timeout=5)
+    assert pong.type is aiohttp.WSMsgType.PONG
+    await ws.send_str(text)
+    assert await ws.receive_str(timeout=5) == f"ack:{text}"
 
 
 async def test_routes_reach_their_services(nginx: Nginx) -> None:
@@ -357,11 +363,7 @@ async def test_routes_reach_their_services(nginx: Nginx) -> None:
             assert resp.status == 200
             assert await resp.json() == {"status": "healthy", "path": "/api/v5/health"}
         async with session.ws_connect(f"{nginx.url}/codi2/", autoping=False) as ws:
-            await ws.ping(b"x")
-            pong = await ws.receive(timeout=5)
-            assert pong.type is aiohttp.WSMsgType.PONG
-            await ws.send_str("audit")
-            assert await ws.receive_str(timeout=5) == "ack:audit"
+            await _ping_and_echo(ws, "audit")
     log = nginx.stdout.read_text()
     assert '"GET /api/v5/health HTTP/1.1" 200' in log
     assert "/nginx-health" not in log
