@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from healthz import libraries
 from healthz.probe_exec import ExecRunner, SubprocessExecRunner
 from healthz.probe_run import ProbeResult, new_probe_session, refused_at_once, run_probe
 from healthz.probe_spec import ProbeSpec
@@ -132,6 +133,8 @@ class ProbeLoop:
                 await asyncio.sleep(max(0.0, began + min(QUICK_PERIOD, self.interval)
                                         - loop.time()))
                 continue
+            if self.spec.kind != "exec":
+                await libraries.ready()  # never import aiohttp here while a thread does
             result = await run_probe(
                 self.spec,
                 self.timeout,

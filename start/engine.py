@@ -1,7 +1,8 @@
 """Boot and run: prepare .coditect, spawn the catalogue, serve health, drain on SIGTERM.
 
 Order matters for boot time: children are spawned before structlog, aiohttp and
-prometheus-client are imported; the health service comes up a few milliseconds later. What
+prometheus-client are imported; aiohttp and the health service when a first web probe needs
+them or half a second later (`healthz.libraries`), after the services' first burst. What
 the pod does not need to become ready (prometheus-client, the catalogue watcher, writing the
 catalogue cache, a warm boot's second parse) waits until the boot is over (`_boot_over`): the
 services' own start-up is a burst of CPU, and every millisecond of ours in it is one theirs
@@ -16,9 +17,11 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from healthz import libraries
+from healthz.libraries import defer_import
 from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue import Catalogue, load_catalogue
 from start.catalogue_cache import files_unchanged
@@ -135,6 +138,9 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     events("booted", pid=os.getpid(), services=len(catalogue.services),
            subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
     events.configure()
+    health_import = loop.create_task(defer_import().run())
+    background.add(health_import)
+    health_import.add_done_callback(background.discard)
 
     metrics = DeferredMetrics(functools.partial(_pod_metrics, pod))
     ctx.metrics = metrics
@@ -235,9 +241,9 @@ def _pod_metrics(pod: Pod) -> PodMetrics:
 
 async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
                         events: EventLog) -> HealthServer | None:
-    with _no_ca_bundle():
-        import aiohttp  # noqa: F401  (imported here, under the context manager, on purpose)
-
+    # aiohttp and healthz.server are imported once a probe needs them or at the latest half a
+    # second after the spawns: see healthz.libraries.
+    await libraries.ready(ask=False)
     from healthz.server import HealthServer
 
     server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,
@@ -280,21 +286,3 @@ def _release_boot_memory(loop: asyncio.AbstractEventLoop) -> None:
 def _trim_heap(loop: asyncio.AbstractEventLoop, malloc_trim: Callable[[int], int]) -> None:
     malloc_trim(0)
     loop.call_later(TRIM_HEAP_EVERY, _trim_heap, loop, malloc_trim)
-
-
-@contextlib.contextmanager
-def _no_ca_bundle() -> Iterator[None]:
-    """aiohttp builds a verifying TLS context when imported, parsing the system's whole CA
-    bundle (about 2 MiB that stays resident). Nothing here verifies a certificate: probes
-    skip the check by design and the health service speaks no TLS. So point OpenSSL at no
-    bundle while aiohttp is imported, then put the environment back for everything else."""
-    saved = {name: os.environ.get(name) for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    os.environ.update(SSL_CERT_FILE=os.devnull, SSL_CERT_DIR=os.devnull)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
