@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -31,7 +30,9 @@ class Owner:
 
 
 def temp_name(name: str) -> str:
-    return f"{TEMP_PREFIX}{secrets.token_hex(4)}-{name[:_NAME_ROOM]}"
+    # os.urandom rather than `secrets`: the same bytes, without importing hmac and random
+    # (~5 ms) on the boot's path before the first fork.
+    return f"{TEMP_PREFIX}{os.urandom(4).hex()}-{name[:_NAME_ROOM]}"
 
 
 def open_dir(dir_fd: int, name: str) -> int:

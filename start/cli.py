@@ -123,6 +123,10 @@ def run(argv: list[str] | None = None) -> int:
                 "CODITECT_WORKSPACE": environ.get("CODITECT_WORKSPACE", "/workspace")}
     environ.update(resolved)
     os.environ.update(resolved)
+    if not settings.check_only:
+        from start.early import keep_signals
+
+        keep_signals()  # from here a SIGTERM is never lost, however early it comes
 
     from start.catalogue_cache import CatalogueCache
 
@@ -149,12 +153,23 @@ def run(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"catalogue valid: {len(catalogue.services)} services ({names})\n")
         return EXIT_OK
 
-    from start.engine import boot_and_run
+    from start.early import kill_unadopted, prepare_directories, spawn_first_wave
 
+    failed = prepare_directories(settings)
+    if failed is not None:
+        return failed
+    # The services that wait for nothing start now, before the engine is even imported; it
+    # adopts them as it boots (start/early.py).
+    spawned = spawn_first_wave(catalogue, environ)
     try:
-        return boot_and_run(settings, catalogue, environ, cache=cache, warm=warm)
+        from start.engine import boot_and_run
+
+        return boot_and_run(settings, catalogue, environ, cache=cache, warm=warm,
+                            spawned=spawned)
     except KeyboardInterrupt:
         return EXIT_RUNTIME
+    finally:
+        kill_unadopted(spawned)  # only if the engine failed before adopting them
 
 
 def report_invalid(problems: list[str], outcome: str = "nothing started") -> None:

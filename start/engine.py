@@ -26,6 +26,7 @@ from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue import Catalogue, load_catalogue
 from start.catalogue_cache import files_unchanged
 from start.cli import Settings, report_invalid
+from start.early import kept_signals
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 from start.events import EventLog
 from start.logs import Console
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from healthz.metrics_deferred import Metrics
     from healthz.server import HealthServer
     from start.catalogue_cache import CatalogueCache
+    from start.process import ChildProcess
 
 RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
 # Then, for the pod's lifetime: a log flood leaves freed 64 KiB read buffers scattered over the
@@ -55,28 +57,13 @@ MMAP_THRESHOLD = 128 << 10  # bytes: glibc's initial value, kept fixed from then
 
 
 def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, str], *,
-                 cache: CatalogueCache | None = None, warm: bool = False) -> int:
-    """`warm`: `catalogue` came from `cache`, unchecked until the children are spawned."""
-    from coditect_init import InitError, prepare
-
+                 cache: CatalogueCache | None = None, warm: bool = False,
+                 spawned: dict[str, ChildProcess] | None = None) -> int:
+    """`warm`: `catalogue` came from `cache`, unchecked until the children are spawned.
+    `spawned`: services already spawned (start.early), adopted by the boot; `.coditect` and the
+    run directory are ready (start.early.prepare_directories)."""
     try:
-        prepare(settings.home, settings.template)
-        logs = settings.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        if not os.access(logs, os.W_OK | os.X_OK):
-            sys.stderr.write(f"coditect-start: {logs} is not writable by uid {os.geteuid()}; "
-                             "fix its owner or mode (services' logs go there)\n")
-            return EXIT_RUNTIME
-        settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except InitError as error:
-        sys.stderr.write(f"coditect-start: {error}\n")
-        return EXIT_RUNTIME
-    except OSError as error:
-        sys.stderr.write(f"coditect-start: cannot create {error.filename}: {error.strerror}; "
-                         "check the volume and its permissions\n")
-        return EXIT_RUNTIME
-    try:
-        return asyncio.run(_run(settings, catalogue, environ, cache, warm))
+        return asyncio.run(_run(settings, catalogue, environ, cache, warm, spawned or {}))
     finally:
         # The console made stdout non-blocking; on any way out, give the terminal back as it was.
         with contextlib.suppress(OSError):
@@ -84,16 +71,16 @@ def boot_and_run(settings: Settings, catalogue: Catalogue, environ: dict[str, st
 
 
 async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str],
-               cache: CatalogueCache | None, warm: bool) -> int:
+               cache: CatalogueCache | None, warm: bool,
+               spawned: dict[str, ChildProcess]) -> int:
     loop = asyncio.get_running_loop()
     reaper = Reaper()
-    reaper.install(loop)
     subreaper = become_subreaper()
     console = Console(fmt=settings.log_format)
     console.attach(loop)
     events = EventLog(console)
     ctx = EngineContext(loop=loop, reaper=reaper, console=console, emit=events,
-                        logs_dir=settings.home / "logs", base_env=environ)
+                        logs_dir=settings.home / "logs", base_env=environ, prespawned=spawned)
 
     def keep(valid: Catalogue) -> None:
         """What the next boot starts from."""
@@ -135,6 +122,19 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
     pod.boot()
+    # Only now: the boot has registered every child it adopted, so the first sweep of the
+    # reaper hands a child that already exited to its service, not to the orphan count.
+    reaper.install(loop)
+    for name, proc in spawned.items():  # not adopted: the boot no longer wanted it
+        events("internal_error", error=f"{name} was spawned early but not adopted; killed",
+               level="error")
+        proc.signal_group(signal.SIGKILL)
+    spawned.clear()
+    for early in kept_signals():  # arrived before our handlers were in place
+        if early == signal.SIGHUP:
+            on_hangup()
+        else:
+            on_stop_signal(early)
     events("booted", pid=os.getpid(), services=len(catalogue.services),
            subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
     events.configure()

@@ -59,6 +59,8 @@ class EngineContext:
     backoff_cap: float = BACKOFF_CAP
     stable_run: float = STABLE_RUN
     services: dict[str, Service] = field(default_factory=dict)
+    # Spawned before the engine (start.early), by name; the boot adopts them.
+    prespawned: dict[str, ChildProcess] = field(default_factory=dict)
 
 
 class Service:
@@ -245,7 +247,8 @@ class Service:
             return
         self.ready_since_spawn = False
         try:
-            proc = spawn(self.spec, self.ctx.base_env)
+            # Spawned before the engine was imported (start.early): adopted, not spawned again.
+            proc = self.ctx.prespawned.pop(self.name, None) or spawn(self.spec, self.ctx.base_env)
         except SpawnError as error:
             self.ctx.emit("spawn_failed", service=self.name, error=str(error), level="error")
             self.last_exit, self.last_exit_code = f"spawn failed: {error}", None

@@ -1,0 +1,125 @@
+"""The boot's first moments (start/early.py): services spawned before the engine is imported
+are adopted by it, and a stop signal that comes before the engine's handlers is kept.
+
+The window between the first spawns and the engine's handlers is ~30 ms; to land in it every
+time, a `sitecustomize` (failure injection, nothing else) widens it to a second and marks its
+start. The engine, its children and the signals are real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT, RunningPod, pid_alive, wait_for, write_catalogue
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                reason="a new PID namespace needs root and unshare")
+
+WIDENED = """\
+import os, pathlib, time
+import start.early as early
+
+_spawn_first_wave = early.spawn_first_wave
+
+
+def _slowly(*args, **kwargs):
+    spawned = _spawn_first_wave(*args, **kwargs)
+    pathlib.Path(os.environ["EARLY_WINDOW_MARK"]).write_text(
+        " ".join(str(p.pid) for p in spawned.values()))
+    time.sleep(1.0)  # the engine is imported and its handlers installed after this
+    return spawned
+
+
+early.spawn_first_wave = _slowly
+"""
+
+
+@pytest.fixture
+def widened(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    """Environment that widens the window, and the file that appears when it opens."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(WIDENED)
+    mark = tmp_path / "window-open"
+    yield {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "EARLY_WINDOW_MARK": str(mark)}, mark
+
+
+@needs_root
+def test_a_sigterm_before_the_engines_handlers_is_kept_and_drains(
+        tmp_path: Path, widened: tuple[dict[str, str], Path]) -> None:
+    """PID 1 without a handler never sees a SIGTERM (the kernel drops it): the one that comes
+    while the first services are already running must still drain the pod."""
+    env, mark = widened
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "sleeper": {"command": "sleep 1000", "startsecs": "0"}})
+    pod = RunningPod(catalogue, tmp_path / "home", pid1=True, env=env)
+    try:
+        wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
+        pod.signal(signal.SIGTERM)
+        assert pod.wait(20) == 0, pod.tail()
+        assert pod.events("signal")[0]["signal"] == "SIGTERM"
+        assert pod.events("exited", service="sleeper"), pod.tail()
+    finally:
+        pod.stop()
+
+
+def test_a_service_spawned_early_is_adopted_not_spawned_twice(
+        tmp_path: Path, widened: tuple[dict[str, str], Path]) -> None:
+    env, mark = widened
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "sleeper": {"command": "sleep 1000", "startsecs": "0"},
+        "later": {"command": "sleep 1000", "startsecs": "0"}},
+        health={"later": {"after": "sleeper"}})
+    pod = RunningPod(catalogue, tmp_path / "home", env=env)
+    try:
+        wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
+        early_pids = [int(p) for p in mark.read_text().split()]
+        assert len(early_pids) == 1  # `later` waits for `sleeper`: not in the first wave
+        spawned = pod.wait_event("spawned", 15, service="sleeper")
+        assert spawned[0]["pid"] == early_pids[0]
+        pod.wait_event("spawned", 15, service="later")
+        assert len(pod.events("spawned", service="sleeper")) == 1
+        assert pid_alive(early_pids[0])
+    finally:
+        pod.stop()
+    assert not pid_alive(early_pids[0])
+
+
+def test_an_early_child_that_exits_before_the_reaper_exists_is_its_services_exit(
+        tmp_path: Path, widened: tuple[dict[str, str], Path]) -> None:
+    """Reaped for its service (an exit, a restart), not counted as an adopted orphan."""
+    env, mark = widened
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "brief": {"command": "sh -c 'exit 3'", "startsecs": "0", "autorestart": "false"}})
+    pod = RunningPod(catalogue, tmp_path / "home", env=env)
+    try:
+        wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
+        exited = pod.wait_event("exited", 15, service="brief")
+        assert exited[0]["status"] == "exit 3"
+        pod.signal(signal.SIGTERM)
+        assert pod.wait(20) == 0
+        assert pod.events("exit")[-1]["orphans_reaped"] == 0
+    finally:
+        pod.stop()
+
+
+def test_first_wave_is_what_the_boot_spawns_at_once() -> None:
+    from start.catalogue import load_catalogue
+    from start.early import first_wave
+
+    catalogue = load_catalogue(ROOT / "supervisor" / "supervisord.conf",
+                               overlay=ROOT / "demo" / "overlay.conf",
+                               environ={**os.environ, "CODITECT_HOME": "/tmp/h",
+                                        "CODITECT_RUN": "/tmp/r", "CODITECT_WORKSPACE": "/tmp",
+                                        "JWT_SECRET": "x", "FDB_CLUSTER_FILE": "/dev/null",
+                                        "PATH": f"{Path(sys.executable).parent}:"
+                                                f"{os.environ.get('PATH', '')}"})
+    names = [spec.name for spec in first_wave(catalogue)]
+    assert "nginx" not in names  # after= theia, coditect-v5-api, codi2
+    assert {"theia", "coditect-v5-api", "codi2", "file-monitor"} <= set(names)
