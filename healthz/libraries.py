@@ -1,11 +1,13 @@
-"""aiohttp and the health service: imported when first needed during the boot, not at once.
+"""aiohttp and the health service: imported once the services' start-up burst is over.
 
 At boot the services start together, and their start-up is a burst of CPU (interpreters and
 runtimes loading). Importing aiohttp and the health service costs about 200 ms of CPU; done
-right after the spawns it competes with them for the CPU, and on a 2-core pod that delays the
-slowest service's start by tens of milliseconds. So the engine imports them when something
-needs them: the first web probe of a service whose port answers (that service, at least, is
-done starting), or `IMPORT_AT_LATEST` after the spawns for the health server.
+right after the spawns it competes with them, and on a 2-core pod that delays the slowest
+service's start by as much. So the engine imports them once none of the services' processes
+has been runnable for `QUIET_SAMPLES` looks `QUIET_PERIOD` apart (they are waiting: on a port,
+a disk, a sleep), or `IMPORT_AT_LATEST` after the spawns, whichever comes first. A web probe
+and the health server wait for it (`ready()`); bare connects to a port that refuses need no
+aiohttp and go on meanwhile.
 
 (A thread of low CPU priority was tried first and was slower: the import holds the GIL, and the
 loop waited for a thread the scheduler kept off the CPU.)
@@ -17,24 +19,31 @@ import asyncio
 import contextlib
 import importlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 MODULES = ("aiohttp", "healthz.server")
 IMPORT_AT_LATEST = 0.5  # seconds after the boot's spawns
+QUIET_PERIOD = 0.01  # seconds between two looks at the services' processes
+QUIET_SAMPLES = 2  # looks in a row that find none of them runnable
 
 
 class DeferredImport:
-    """The boot's import of `MODULES`: waits for a first user or the deadline, then imports on
-    the loop's thread (an import is not something a coroutine can be interrupted in)."""
+    """The boot's import of `MODULES`: once `busy()` has been false for QUIET_SAMPLES looks in a
+    row, or at the deadline; on the loop's thread (an import cannot yield to the loop)."""
 
-    def __init__(self, modules: tuple[str, ...] = MODULES) -> None:
+    def __init__(self, modules: tuple[str, ...] = MODULES,
+                 busy: Callable[[], bool] = lambda: False) -> None:
         self.modules = modules
-        self.wanted = asyncio.Event()
+        self.busy = busy
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def run(self, at_latest: float = IMPORT_AT_LATEST) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wanted.wait(), at_latest)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + at_latest
+        quiet = 0
+        while quiet < QUIET_SAMPLES and loop.time() < deadline:
+            await asyncio.sleep(QUIET_PERIOD)
+            quiet = 0 if self.busy() else quiet + 1
         try:
             with no_ca_bundle():
                 for name in self.modules:
@@ -48,24 +57,35 @@ class DeferredImport:
 _pending: DeferredImport | None = None
 
 
-def defer_import() -> DeferredImport:
-    """The boot's deferred import; `ready()` asks for it and waits until it is done."""
+def defer_import(busy: Callable[[], bool] = lambda: False) -> DeferredImport:
+    """The boot's deferred import; `ready()` waits until it is done."""
     global _pending
-    _pending = DeferredImport()
+    _pending = DeferredImport(busy=busy)
     return _pending
 
 
-async def ready(*, ask: bool = True) -> None:
-    """Return once aiohttp can be used: at once outside a boot (tests, `podctl`, later on).
-    `ask`: have the import done now; without it, wait for whenever it happens."""
+async def ready() -> None:
+    """Return once aiohttp can be used: at once outside a boot (tests, `podctl`, later on)."""
     pending = _pending
     if pending is None:
         return
     if not pending.done.done():
-        if ask:
-            pending.wanted.set()
         await asyncio.shield(pending.done)
     pending.done.result()
+
+
+def any_runnable(pids: Iterable[int]) -> bool:
+    """Whether any of these processes is running or waiting for a CPU (state R in /proc)."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                # "pid (comm) S ...": comm may hold spaces and parentheses; the state follows
+                # the last ')'.
+                if stat.read().rpartition(b")")[2][1:2] == b"R":
+                    return True
+        except OSError:
+            continue  # gone, or no /proc here: not keeping anyone from the CPU
+    return False
 
 
 @contextlib.contextmanager

@@ -134,7 +134,7 @@ class ProbeLoop:
                                         - loop.time()))
                 continue
             if self.spec.kind != "exec":
-                await libraries.ready()  # never import aiohttp here while a thread does
+                await libraries.ready()  # aiohttp comes after the boot's burst (healthz.libraries)
             result = await run_probe(
                 self.spec,
                 self.timeout,

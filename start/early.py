@@ -22,7 +22,7 @@ from types import FrameType
 from start.catalogue import Catalogue, ServiceSpec
 from start.cli import Settings
 from start.errors import EXIT_RUNTIME
-from start.process import ChildProcess, SpawnError, spawn
+from start.process import ChildProcess, SpawnError, become_subreaper, spawn
 
 KEPT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _arrived: list[int] = []
@@ -80,8 +80,6 @@ def first_wave(catalogue: Catalogue) -> list[ServiceSpec]:
 def spawn_first_wave(catalogue: Catalogue, base_env: dict[str, str]) -> dict[str, ChildProcess]:
     """Spawn the first wave; a service that cannot be spawned is left to the engine, which
     tries again and reports it as it would any failed spawn."""
-    from start.reaper import become_subreaper
-
     become_subreaper()  # first: what the first wave orphans must come to us (the engine asks too)
     spawned: dict[str, ChildProcess] = {}
     for spec in first_wave(catalogue):

@@ -1,8 +1,8 @@
 """Boot and run: prepare .coditect, spawn the catalogue, serve health, drain on SIGTERM.
 
 Order matters for boot time: children are spawned before structlog, aiohttp and
-prometheus-client are imported; aiohttp and the health service when a first web probe needs
-them or half a second later (`healthz.libraries`), after the services' first burst. What
+prometheus-client are imported; aiohttp and the health service once the services' start-up
+burst is over, or half a second after the spawns (`healthz.libraries`). What
 the pod does not need to become ready (prometheus-client, the catalogue watcher, writing the
 catalogue cache, a warm boot's second parse) waits until the boot is over (`_boot_over`): the
 services' own start-up is a burst of CPU, and every millisecond of ours in it is one theirs
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from healthz import libraries
-from healthz.libraries import defer_import
+from healthz.libraries import any_runnable, defer_import
 from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue import Catalogue, load_catalogue
 from start.catalogue_cache import files_unchanged
@@ -138,7 +138,8 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     events("booted", pid=os.getpid(), services=len(catalogue.services),
            subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
     events.configure()
-    health_import = loop.create_task(defer_import().run())
+    health_import = loop.create_task(defer_import(busy=lambda: any_runnable(
+        s.proc.pid for s in pod.services.values() if s.proc is not None)).run())
     background.add(health_import)
     health_import.add_done_callback(background.discard)
 
@@ -241,9 +242,9 @@ def _pod_metrics(pod: Pod) -> PodMetrics:
 
 async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
                         events: EventLog) -> HealthServer | None:
-    # aiohttp and healthz.server are imported once a probe needs them or at the latest half a
-    # second after the spawns: see healthz.libraries.
-    await libraries.ready(ask=False)
+    # aiohttp and healthz.server are imported once the services' start-up burst is over, or
+    # half a second after the spawns: see healthz.libraries.
+    await libraries.ready()
     from healthz.server import HealthServer
 
     server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,

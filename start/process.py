@@ -73,6 +73,23 @@ def _widen_pipe(fd: int) -> None:
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Adopt orphans of our descendants when we are not PID 1 (Linux only). Here, not beside
+    the reaper: it is called before the first spawn, before asyncio is imported."""
+    if os.getpid() == 1:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
 def group_exists(pgid: int) -> bool:
     """Whether any process (a zombie not yet reaped included) is still in the group."""
     try:

@@ -8,25 +8,15 @@ orphan we adopted as PID 1 (or as a child subreaper) and is simply counted.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 from collections.abc import Callable
 
-PR_SET_CHILD_SUBREAPER = 36
+from start.process import become_subreaper
+
+__all__ = ["Reaper", "become_subreaper", "describe_status"]
 
 ExitCallback = Callable[[int], None]  # receives the raw wait status
-
-
-def become_subreaper() -> bool:
-    """Adopt orphans of our descendants when we are not PID 1 (Linux only)."""
-    if os.getpid() == 1:
-        return True
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 class Reaper:

@@ -1,9 +1,11 @@
-"""The boot's deferred import of aiohttp and the health service (healthz.libraries): done when
-a probe first needs it or at the deadline, never before, and its failure reaches the waiters."""
+"""The boot's deferred import of aiohttp and the health service (healthz.libraries): done once
+the services' processes are quiet or at the deadline, never before; its failure reaches every
+waiter; and the look at the processes reads real /proc states."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from healthz import libraries
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -24,27 +27,30 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     sys.modules.pop(name, None)
 
 
-async def test_without_a_user_the_import_waits_for_its_deadline(module: str) -> None:
-    deferred = libraries.defer_import()
+async def test_while_the_services_are_busy_the_import_waits_for_its_deadline(
+        module: str) -> None:
+    deferred = libraries.defer_import(busy=lambda: True)
     deferred.modules = (module,)
     loop = asyncio.get_running_loop()
     began = loop.time()
     task = asyncio.create_task(deferred.run(at_latest=0.3))
     await asyncio.sleep(0.1)
     assert module not in sys.modules
-    waiting = asyncio.create_task(libraries.ready(ask=False))  # the server: waits, asks nothing
-    await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(libraries.ready(), 5)
     assert module in sys.modules
     assert loop.time() - began >= 0.3
     await task
 
 
-async def test_a_probe_that_needs_it_has_it_imported_at_once(module: str) -> None:
-    deferred = libraries.defer_import()
+async def test_once_the_services_are_quiet_the_import_comes_at_once(module: str) -> None:
+    busy = [True]
+    deferred = libraries.defer_import(busy=lambda: busy[0])
     deferred.modules = (module,)
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(deferred.run(at_latest=60))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    assert module not in sys.modules
+    busy[0] = False
     began = loop.time()
     await asyncio.wait_for(libraries.ready(), 5)
     assert module in sys.modules
@@ -56,10 +62,9 @@ async def test_a_failed_import_reaches_every_waiter() -> None:
     deferred = libraries.defer_import()
     deferred.modules = ("no_such_module_anywhere_here",)
     task = asyncio.create_task(deferred.run(at_latest=60))
-    with pytest.raises(ModuleNotFoundError):
-        await asyncio.wait_for(libraries.ready(), 5)
-    with pytest.raises(ModuleNotFoundError):
-        await asyncio.wait_for(libraries.ready(ask=False), 5)
+    for _ in range(2):
+        with pytest.raises(ModuleNotFoundError):
+            await asyncio.wait_for(libraries.ready(), 5)
     await task
     libraries._pending = None
 
@@ -67,3 +72,20 @@ async def test_a_failed_import_reaches_every_waiter() -> None:
 async def test_outside_a_boot_nothing_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(libraries, "_pending", None)
     await asyncio.wait_for(libraries.ready(), 1)
+
+
+def test_any_runnable_tells_a_spinning_process_from_a_sleeping_one() -> None:
+    sleeping = subprocess.Popen(["sleep", "30"])
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        wait_for(lambda: libraries.any_runnable([spinning.pid]), 10, "the spinner on a CPU")
+        # Right after the fork the sleeper is still exec'ing (runnable); then it sleeps.
+        wait_for(lambda: not libraries.any_runnable([sleeping.pid]), 10, "the sleeper asleep")
+        assert libraries.any_runnable([sleeping.pid, spinning.pid])
+        assert not libraries.any_runnable([])
+        gone = sleeping.pid
+    finally:
+        for process in (sleeping, spinning):
+            process.kill()
+            process.wait()
+    assert not libraries.any_runnable([gone])  # no such process: nobody is kept waiting
