@@ -1,8 +1,8 @@
 """Boot and run: prepare .coditect, spawn the catalogue, serve health, drain on SIGTERM.
 
-Order matters for boot time: children are spawned before structlog, aiohttp and
-prometheus-client are imported; aiohttp and the health service once the services' start-up
-burst is over, or half a second after the spawns (`healthz.libraries`). What
+Order matters for boot time: the first children are spawned before the engine is imported
+(`start.early`); aiohttp, the health service and structlog once the services' start-up burst
+is over, or half a second after the spawns (`healthz.libraries`). What
 the pod does not need to become ready (prometheus-client, the catalogue watcher, writing the
 catalogue cache, a warm boot's second parse) waits until the boot is over (`_boot_over`): the
 services' own start-up is a burst of CPU, and every millisecond of ours in it is one theirs
@@ -137,7 +137,6 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
             on_stop_signal(early)
     events("booted", pid=os.getpid(), services=len(catalogue.services),
            subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
-    events.configure()
     health_import = loop.create_task(defer_import(busy=lambda: any_runnable(
         s.proc.pid for s in pod.services.values() if s.proc is not None)).run())
     background.add(health_import)
@@ -146,6 +145,13 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     metrics = DeferredMetrics(functools.partial(_pod_metrics, pod))
     ctx.metrics = metrics
     console.on_drop = metrics.count_dropped_log_lines
+    # aiohttp and healthz.server are imported once the services' start-up burst is over, or
+    # half a second after the spawns (healthz.libraries); structlog with them. Events until
+    # then are held, each with its own time, and written in order once it is configured.
+    try:
+        await libraries.ready()
+    finally:
+        events.configure()
     server = await _start_health(pod, metrics, settings, events)
     watched = [settings.catalogue if settings.catalogue.is_dir() else settings.catalogue.parent]
     if settings.overlay is not None:
@@ -242,9 +248,7 @@ def _pod_metrics(pod: Pod) -> PodMetrics:
 
 async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
                         events: EventLog) -> HealthServer | None:
-    # aiohttp and healthz.server are imported once the services' start-up burst is over, or
-    # half a second after the spawns: see healthz.libraries.
-    await libraries.ready()
+    await libraries.ready()  # at once: _run waited for it
     from healthz.server import HealthServer
 
     server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,

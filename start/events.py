@@ -1,7 +1,8 @@
 """The supervisor's own events (spawned, exited, backoff, …) as structlog JSON on stdout.
 
-structlog is imported only after the first children are spawned (boot must be fast); what
-happens before that is held and written, with its own timestamp, once structlog is ready.
+structlog is imported once the services' start-up burst is over (boot must be fast, see
+healthz.libraries); what happens before that is held and written, with its own timestamp,
+once structlog is ready.
 """
 
 from __future__ import annotations
