@@ -36,14 +36,21 @@ class DeferredImport:
         self.modules = modules
         self.busy = busy
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # For the boot's timeline (the `health_libraries_imported` event): why and when.
+        self.cause = ""
+        self.waited = 0.0
+        self.took = 0.0
 
     async def run(self, at_latest: float = IMPORT_AT_LATEST) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + at_latest
+        began = loop.time()
+        deadline = began + at_latest
         quiet = 0
         while quiet < QUIET_SAMPLES and loop.time() < deadline:
             await asyncio.sleep(QUIET_PERIOD)
             quiet = 0 if self.busy() else quiet + 1
+        self.cause = "quiet" if quiet >= QUIET_SAMPLES else "deadline"
+        self.waited = loop.time() - began
         try:
             with no_ca_bundle():
                 for name in self.modules:
@@ -51,6 +58,8 @@ class DeferredImport:
         except BaseException as error:  # handed to whoever awaits: they decide what it means
             self.done.set_exception(error)
             return
+        finally:
+            self.took = loop.time() - began - self.waited
         self.done.set_result(None)
 
 

@@ -137,8 +137,9 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
             on_stop_signal(early)
     events("booted", pid=os.getpid(), services=len(catalogue.services),
            subreaper=subreaper, catalogue=str(settings.catalogue), cached_catalogue=warm)
-    health_import = loop.create_task(defer_import(busy=lambda: any_runnable(
-        s.proc.pid for s in pod.services.values() if s.proc is not None)).run())
+    deferred = defer_import(busy=lambda: any_runnable(
+        s.proc.pid for s in pod.services.values() if s.proc is not None))
+    health_import = loop.create_task(deferred.run())
     background.add(health_import)
     health_import.add_done_callback(background.discard)
 
@@ -152,6 +153,8 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
         await libraries.ready()
     finally:
         events.configure()
+    events("health_libraries_imported", cause=deferred.cause,
+           waited_ms=round(deferred.waited * 1000), took_ms=round(deferred.took * 1000))
     server = await _start_health(pod, metrics, settings, events)
     watched = [settings.catalogue if settings.catalogue.is_dir() else settings.catalogue.parent]
     if settings.overlay is not None:
