@@ -123,3 +123,23 @@ def test_first_wave_is_what_the_boot_spawns_at_once() -> None:
     names = [spec.name for spec in first_wave(catalogue)]
     assert "nginx" not in names  # after= theia, coditect-v5-api, codi2
     assert {"theia", "coditect-v5-api", "codi2", "file-monitor"} <= set(names)
+
+
+def test_the_health_libraries_come_after_the_services_start(tmp_path: Path) -> None:
+    """aiohttp and the health server are imported once the services have left the CPU (or at
+    the deadline), and the health port answers from then on."""
+    from tests.support import http_get
+
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "sleeper": {"command": "sleep 1000", "startsecs": "0"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        imported = pod.wait_event("health_libraries_imported", 15)[0]
+        assert imported["cause"] in ("quiet", "deadline")
+        assert 0 <= imported["waited_ms"] <= 600  # IMPORT_AT_LATEST (0.5 s) and a loop turn
+        listening = pod.wait_event("health_listening", 15)
+        assert pod.events().index(listening[0]) > pod.events().index(imported)
+        url = f"http://127.0.0.1:{pod.health_port}/livez"
+        assert http_get(url)[0] == 200
+    finally:
+        pod.stop()
