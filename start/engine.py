@@ -1,12 +1,14 @@
-"""Boot and run: prepare .coditect, spawn the catalogue, serve health, drain on SIGTERM.
+"""Boot and run: adopt what start.early spawned, spawn the rest of the catalogue, serve
+health, drain on SIGTERM.
 
-Order matters for boot time: the first children are spawned before the engine is imported
-(`start.early`); aiohttp, the health service and structlog once the services' start-up burst
-is over, or half a second after the spawns (`healthz.libraries`). What
-the pod does not need to become ready (prometheus-client, the catalogue watcher, writing the
-catalogue cache, a warm boot's second parse) waits until the boot is over (`_boot_over`): the
-services' own start-up is a burst of CPU, and every millisecond of ours in it is one theirs
-waits for. Signal handlers only record what arrived; the loop acts on it.
+Order matters for boot time: `.coditect` is prepared and the first children are spawned before
+this module is even imported (`start.early`); aiohttp, the health service and structlog come
+once the services' start-up burst is over, or half a second after the spawns
+(`healthz.libraries`). What the pod does not need to become ready (prometheus-client, the
+catalogue watcher, writing the catalogue cache, a warm boot's second parse) waits until the
+boot is over (`_boot_over`): the services' own start-up is a burst of CPU, and every
+millisecond of ours in it is one theirs waits for. Signal handlers only record what arrived;
+the loop acts on it.
 """
 
 from __future__ import annotations
