@@ -18,7 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from healthz.kube import liveness_checks, readiness_checks
-from healthz.model import Pod, ServiceSnapshot, UnknownService, VerbFailed, is_service_name
+from healthz.model import Pod, ServiceSnapshot, UnknownService, VerbFailed
+from healthz.names import is_service_name
 from healthz.proctree import ProcessTree
 
 log = structlog.get_logger("healthz.control")

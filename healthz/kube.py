@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from healthz.metrics_deferred import Metrics
-from healthz.model import Pod, PodSnapshot, ServiceSnapshot, is_service_name
+from healthz.model import Pod, PodSnapshot, ServiceSnapshot
+from healthz.names import is_service_name
 
 WITHHELD = "reason withheld"
 HEALTH_JSON = "application/health+json"

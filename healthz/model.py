@@ -8,7 +8,6 @@ This module imports nothing heavy so ``podctl`` and the engine can both use it c
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -72,14 +71,6 @@ class VerbFailed(RuntimeError):
 
 # A name a person may type and a path may hold: no slash, no leading dot (so never `.`/`..`),
 # bounded so it cannot blow up a log file name or a metrics label.
-_SERVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
-def is_service_name(text: str) -> bool:
-    """Whether `text` can be a service name; checked before a name is looked up or used."""
-    return _SERVICE_NAME.fullmatch(text) is not None
-
-
 class Pod(Protocol):
     """What the faces may ask of the engine."""
 

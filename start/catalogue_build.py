@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from healthz.model import is_service_name
+from healthz.names import is_service_name
 from healthz.spec import HealthSpec, parse_health_section
 from start import catalogue_program as program_
 from start.catalogue import Catalogue, Provenance, ServiceSpec

@@ -24,7 +24,6 @@ import contextlib
 import glob
 import itertools
 import os
-import pickle
 import stat
 import sys
 from collections.abc import Mapping
@@ -88,6 +87,8 @@ class CatalogueCache:
                 data += chunk
         finally:
             os.close(fd)
+        import pickle  # here, as hashlib below: a first boot (no cache yet) never needs it
+
         payload = pickle.loads(data)
         return payload if isinstance(payload, tuple) and len(payload) == 4 else None
 
@@ -113,6 +114,8 @@ class CatalogueCache:
         Written to a temporary file and renamed over the old one, so a reader sees either."""
         if catalogue.provenance is None:
             return "the catalogue does not say what it was read from"
+        import pickle
+
         temporary = self.directory / f".{FILENAME}.{os.getpid()}"
         try:
             paths = self._paths_checked(catalogue)
