@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
 # Then, for the pod's lifetime: a log flood leaves freed 64 KiB read buffers scattered over the
 # heap, which glibc keeps resident until asked. A trim costs well under a millisecond.
-TRIM_HEAP_EVERY = 30.0  # seconds
+# Every 5 s: an idle trim costs ~0.08 ms (0.002 % of a core), and RSS is back to its floor
+# within 5 s of a burst instead of 30.
+TRIM_HEAP_EVERY = 5.0  # seconds
 # The boot is over when every critical service has settled (ready, or given up on), or after
 # BOOT_LIMIT seconds whatever they do (Theia may take minutes; the watcher cannot wait that
 # long). Then BOOT_GRACE more, so that whoever waits for the pod's ready moment (a readiness
