@@ -84,7 +84,9 @@ async def ready() -> None:
 
 
 def any_runnable(pids: Iterable[int]) -> bool:
-    """Whether any of these processes is running or waiting for a CPU (state R in /proc)."""
+    """Whether any of these processes is running or waiting for a CPU (state R in /proc).
+    Read directly, not with psutil: psutil comes with the health service, in the import this
+    decides the moment of."""
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat", "rb") as stat:

@@ -41,6 +41,7 @@ FIRST_GAPS = (0.01, 0.02, 0.04)  # seconds after the first, second and third pro
 FAST_WINDOW = 1.0  # seconds of probing every FAST_START before the gap starts doubling
 QUICK_PERIOD = 0.01  # seconds between bare connects while they are refused at once
 QUICK_WINDOW = 3.0  # seconds after the start in which a refused connect is retried that fast
+WEB_KINDS = ("http", "https", "ws")  # the probes that need aiohttp (tcp and exec do not)
 
 _log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class ProbeLoop:
                 await asyncio.sleep(max(0.0, began + min(QUICK_PERIOD, self.interval)
                                         - loop.time()))
                 continue
-            if self.spec.kind != "exec":
+            if self.spec.kind in WEB_KINDS:
                 await libraries.ready()  # aiohttp comes after the boot's burst (healthz.libraries)
             result = await run_probe(
                 self.spec,
@@ -156,7 +157,7 @@ class ProbeLoop:
             await asyncio.sleep(max(0.0, began + period - loop.time()))
 
     def _web_session(self) -> aiohttp.ClientSession | None:
-        if self.spec.kind not in ("http", "https", "ws"):
+        if self.spec.kind not in WEB_KINDS:
             return None
         if self._session is not None:
             return self._session
