@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from healthz import libraries
 from healthz.probe_exec import ExecRunner, SubprocessExecRunner
 from healthz.probe_run import ProbeResult, new_probe_session, refused_at_once, run_probe
-from healthz.probe_spec import ProbeSpec
+from healthz.probe_spec import WEB_KINDS, ProbeSpec
 
 if TYPE_CHECKING:
     import aiohttp
@@ -41,7 +41,6 @@ FIRST_GAPS = (0.01, 0.02, 0.04)  # seconds after the first, second and third pro
 FAST_WINDOW = 1.0  # seconds of probing every FAST_START before the gap starts doubling
 QUICK_PERIOD = 0.01  # seconds between bare connects while they are refused at once
 QUICK_WINDOW = 3.0  # seconds after the start in which a refused connect is retried that fast
-WEB_KINDS = ("http", "https", "ws")  # the probes that need aiohttp (tcp and exec do not)
 
 _log = logging.getLogger(__name__)
 

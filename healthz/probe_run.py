@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from healthz.durations import format_duration
 from healthz.probe_exec import ExecOutcome, ExecRunner, SubprocessExecRunner
-from healthz.probe_spec import ProbeSpec
+from healthz.probe_spec import WEB_KINDS, ProbeSpec
 
 if TYPE_CHECKING:
     import aiohttp
@@ -78,7 +78,7 @@ async def run_probe(
     except TimeoutError:
         passed, reason = False, f"timed out after {format_duration(timeout)}"
     except Exception as exc:  # a probe must never take its caller down
-        passed, reason = False, _describe_error(exc, web=spec.kind in ("http", "https", "ws"))
+        passed, reason = False, _describe_error(exc, web=spec.kind in WEB_KINDS)
     return ProbeResult(passed, _shorten(reason), time.perf_counter() - started, clock())
 
 
@@ -90,7 +90,7 @@ def refused_at_once(spec: ProbeSpec) -> bool:
     listens yet" costs a socket and two syscalls (~17 µs) instead of a full probe through
     aiohttp (~0.3 ms of CPU, and its import on the first one). Anything else, a connection
     that is accepted or still in progress included, is False: the real probe decides."""
-    if spec.kind not in ("http", "https", "ws", "tcp") or spec.loopback_port is None:
+    if (spec.kind not in WEB_KINDS and spec.kind != "tcp") or spec.loopback_port is None:
         return False
     assert spec.host is not None
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET

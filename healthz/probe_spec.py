@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 ProbeKind = Literal["http", "https", "tcp", "ws", "exec", "none"]
 PROBE_KINDS: tuple[ProbeKind, ...] = get_args(ProbeKind)
+WEB_KINDS: tuple[ProbeKind, ...] = ("http", "https", "ws")  # fetched with aiohttp (a URL)
 
 _URL_KINDS: dict[str, ProbeKind] = {"http": "http", "https": "https", "tcp": "tcp", "ws": "ws"}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80}
@@ -43,7 +44,7 @@ class ProbeSpec:
     @property
     def url(self) -> str | None:
         """The URL to fetch for ``http``/``https``/``ws``; None for the other kinds."""
-        if self.kind not in ("http", "https", "ws") or self.host is None:
+        if self.kind not in WEB_KINDS or self.host is None:
             return None
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.kind}://{host}:{self.port}{self.path or '/'}"

@@ -28,7 +28,7 @@ from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue import Catalogue, load_catalogue
 from start.catalogue_cache import files_unchanged
 from start.cli import Settings, report_invalid
-from start.early import kept_signals
+from start.early import kept_signals, kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 from start.events import EventLog
 from start.logs import Console
@@ -46,9 +46,8 @@ if TYPE_CHECKING:
 
 RELEASE_MEMORY_AFTER = 10.0  # seconds after boot
 # Then, for the pod's lifetime: a log flood leaves freed 64 KiB read buffers scattered over the
-# heap, which glibc keeps resident until asked. A trim costs well under a millisecond.
-# Every 5 s: an idle trim costs ~0.08 ms (0.002 % of a core), and RSS is back to its floor
-# within 5 s of a burst instead of 30.
+# heap, which glibc keeps resident until asked. An idle trim costs ~0.08 ms (0.002 % of a core
+# every 5 s), and RSS is back to its floor within 5 s of a burst.
 TRIM_HEAP_EVERY = 5.0  # seconds
 # The boot is over when every critical service has settled (ready, or given up on), or after
 # BOOT_LIMIT seconds whatever they do (Theia may take minutes; the watcher cannot wait that
@@ -129,11 +128,10 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     # Only now: the boot has registered every child it adopted, so the first sweep of the
     # reaper hands a child that already exited to its service, not to the orphan count.
     reaper.install(loop)
-    for name, proc in spawned.items():  # not adopted: the boot no longer wanted it
+    for name in spawned:  # not adopted: the boot no longer wanted it
         events("internal_error", error=f"{name} was spawned early but not adopted; killed",
                level="error")
-        proc.signal_group(signal.SIGKILL)
-    spawned.clear()
+    kill_unadopted(spawned)
     for early in kept_signals():  # arrived before our handlers were in place
         if early == signal.SIGHUP:
             on_hangup()
@@ -255,8 +253,7 @@ def _pod_metrics(pod: Pod) -> PodMetrics:
 
 async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
                         events: EventLog) -> HealthServer | None:
-    await libraries.ready()  # at once: _run waited for it
-    from healthz.server import HealthServer
+    from healthz.server import HealthServer  # imported by then: _run waited for libraries
 
     server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,
                           unix_path=settings.run_dir / "podctl.sock")
