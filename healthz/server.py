@@ -7,6 +7,7 @@ replaced (a live one is not), and a TCP port of 0 reports the port it got.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import os
@@ -17,6 +18,13 @@ from pathlib import Path
 from aiohttp import web
 
 from healthz.app import DEFAULT_LAG_LIMIT, make_app
+from healthz.connguard import (
+    BACKLOG,
+    SILENT_TIMEOUT,
+    ConnectionGuard,
+    connection_cap,
+    current_soft_limit,
+)
 from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
 
@@ -24,6 +32,8 @@ from healthz.model import Pod
 KEEPALIVE_TIMEOUT = 15.0
 # How long stop() lets answers in flight finish; a verb still waiting is cancelled after it.
 SHUTDOWN_TIMEOUT = 2.0
+# How long the kernel holds a connected client that has sent nothing before handing it over.
+DEFER_ACCEPT_SECONDS = 30
 
 
 def parse_addr(text: str) -> tuple[str, int]:
@@ -54,6 +64,12 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     try:
         # A restarted pod must get its port back while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Wake us only once a client has sent its request: a prober sends it at once, while
+        # a connection that says nothing then waits in the kernel, costing PID 1 neither a
+        # descriptor nor memory (healthz.connguard bounds those that get through anyway).
+        defer = getattr(socket, "TCP_DEFER_ACCEPT", None)
+        if defer is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, defer, DEFER_ACCEPT_SECONDS)
         sock.bind(addr)
     except BaseException:
         sock.close()
@@ -116,6 +132,7 @@ class HealthServer:
         tcp_addr: str | None = "0.0.0.0:8081",
         unix_path: Path | None = None,
         lag_limit: float = DEFAULT_LAG_LIMIT,
+        connection_limit: int | None = None,
     ) -> None:
         self._pod = pod
         self._metrics = metrics
@@ -123,6 +140,10 @@ class HealthServer:
         self._unix_path = unix_path
         self._lag_limit = lag_limit
         self._runners: list[web.AppRunner] = []
+        self._listeners: list[asyncio.Server] = []
+        # None: from the descriptor limit in force when the listener starts.
+        self._connection_limit = connection_limit
+        self.guard: ConnectionGuard | None = None  # the public listener's, once serving
         self._unix_inode: tuple[int, int] | None = None
         self.tcp_port: int | None = None  # the port bound, useful when asked for port 0
 
@@ -144,6 +165,9 @@ class HealthServer:
 
     async def stop(self) -> None:
         """Stop serving, close the sockets and remove our socket file (not a newer pod's)."""
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.close()
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
@@ -163,6 +187,11 @@ class HealthServer:
 
     async def _serve(self, sock: socket.socket, *, private: bool) -> None:
         app = make_app(self._pod, metrics=self._metrics, private=private, lag_limit=self._lag_limit)
+        guard: ConnectionGuard | None = None
+        if not private:
+            limit = self._connection_limit or connection_cap(current_soft_limit())
+            guard = ConnectionGuard(limit, idle_timeout=SILENT_TIMEOUT)
+            app.middlewares.append(guard.middleware)
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -176,4 +205,14 @@ class HealthServer:
             sock.close()
             raise
         self._runners.append(runner)
-        await web.SockSite(runner, sock).start()
+        if guard is None:
+            await web.SockSite(runner, sock).start()
+            return
+        # The public listener is ours rather than a SockSite so that every accepted
+        # connection passes the guard first (aiohttp has no connection limit of its own).
+        loop = asyncio.get_running_loop()
+        assert runner.server is not None  # set by setup()
+        listener = await loop.create_server(guard.attach(runner.server), sock=sock,
+                                            backlog=BACKLOG)
+        self._listeners.append(listener)
+        self.guard = guard

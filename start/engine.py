@@ -31,6 +31,7 @@ from start.cli import Settings, report_invalid
 from start.early import kept_signals, kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, ConfigError
 from start.events import EventLog
+from start.fdlimit import raise_own_limit
 from start.logs import Console
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
@@ -255,6 +256,9 @@ async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
                         events: EventLog) -> HealthServer | None:
     from healthz.server import HealthServer  # imported by then: _run waited for libraries
 
+    # Before the listener sizes its connection cap from it; the first spawns are done, and
+    # later ones give their child the pod's own limit back (start.fdlimit).
+    raise_own_limit()
     server = HealthServer(pod, metrics, tcp_addr=settings.health_addr,
                           unix_path=settings.run_dir / "podctl.sock")
     try:

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Sequence
 
 from healthz.probes import ExecOutcome
+from start.fdlimit import restore_in_child
 from start.reaper import Reaper
 
 OUTPUT_LIMIT = 4096
@@ -25,7 +26,8 @@ class ReaperExecRunner:
     async def __call__(self, argv: Sequence[str], timeout: float) -> ExecOutcome:
         loop = asyncio.get_running_loop()
         popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=restore_in_child())
         exited = self.reaper.wait_for(popen.pid)
         assert popen.stdout is not None
         fd = popen.stdout.fileno()

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from start.catalogue import ServiceSpec
+from start.fdlimit import restore_in_child
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is in fcntl from 3.10
 
@@ -129,6 +130,7 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
             group=group,
             extra_groups=extra_groups,
             umask=-1 if spec.umask is None else spec.umask,
+            preexec_fn=restore_in_child(),
         )
     except OSError as error:
         raise SpawnError(f"{spec.argv[0]}: {error.strerror or error}") from None

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,8 @@ def world_traversable_tmp(prefix: str) -> Path:
 
 @contextlib.contextmanager
 def running_demo(prefix: str, catalogue: Path = ROOT / "supervisor",
-                 env: dict[str, str] | None = None) -> Iterator[Demo]:
+                 env: dict[str, str] | None = None, wrapper: Sequence[str] = ()
+                 ) -> Iterator[Demo]:
     """A demo pod answering /readyz 200 (the test skips where its fixed ports are taken or
     nginx is missing); stopped and its directory removed afterwards."""
     busy = busy_demo_ports()
@@ -77,7 +78,7 @@ def running_demo(prefix: str, catalogue: Path = ROOT / "supervisor",
     if shutil.which("nginx") is None:
         pytest.skip("the demo pod needs nginx on PATH")
     base = world_traversable_tmp(prefix)
-    pod = Demo(base, catalogue, env)
+    pod = Demo(base, catalogue, env, wrapper)
     try:
         wait_for(pod.answers, BOOT_DEADLINE, lambda: f"/readyz 200\n{pod.pod.tail()}",
                  interval=0.1)
@@ -91,7 +92,7 @@ class Demo:
     """One running demo pod, its directories, and ways to ask it things."""
 
     def __init__(self, base: Path, catalogue: Path = ROOT / "supervisor",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, wrapper: Sequence[str] = ()) -> None:
         self.base = base
         self.catalogue = catalogue
         self.home = base / "home"
@@ -109,7 +110,7 @@ class Demo:
             **(env or {}),
         }
         self.pod = RunningPod(
-            catalogue, self.home, env=self.env, health_port=HEALTH_PORT,
+            catalogue, self.home, env=self.env, health_port=HEALTH_PORT, wrapper=wrapper,
             extra_args=["--overlay", str(ROOT / "demo" / "overlay.conf")])
         self.run_dir = self.pod.run_dir
         self.socket = self.run_dir / "podctl.sock"

@@ -79,12 +79,13 @@ class RunningPod:
 
     def __init__(self, catalogue: Path, home: Path, *, pid1: bool = False,
                  extra_args: Iterable[str] = (), env: dict[str, str] | None = None,
-                 health_port: int | None = None) -> None:
+                 health_port: int | None = None, wrapper: Iterable[str] = ()) -> None:
         self.run_dir = home.parent / f"{home.name}-run"
         self.health_port = health_port or free_port()
         args = [PYTHON, "-m", "start", "--catalogue", str(catalogue), "--home", str(home),
                 "--run-dir", str(self.run_dir), "--log-format", "json",
                 "--health-addr", f"127.0.0.1:{self.health_port}", *extra_args]
+        args = [*wrapper, *args]  # e.g. prlimit: what the container gives PID 1
         if pid1:
             args = ["unshare", "--pid", "--fork", "--mount-proc", *args]
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
