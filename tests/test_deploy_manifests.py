@@ -56,7 +56,7 @@ def test_kustomization_lists_every_manifest() -> None:
     assert kustomization()["namespace"] == NAMESPACE
     assert {r["metadata"]["namespace"] for r in resources()} == {NAMESPACE}
     kinds = sorted(r["kind"] for r in resources())
-    assert kinds == ["PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+    assert kinds == ["NetworkPolicy", "PodDisruptionBudget", "Service", "Service", "StatefulSet"]
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -240,3 +240,27 @@ def test_resources_are_bounded() -> None:
     scratch = sum(gibibytes(v["emptyDir"]["sizeLimit"]) for v in pod_spec()["volumes"]
                   if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory")
     assert gibibytes(resources_["limits"]["ephemeral-storage"]) > scratch
+
+
+def test_network_policy_admits_only_nginx_and_health() -> None:
+    """Other pods reach this one only on nginx's port and the health port: a backend bound to
+    every interface by mistake is still not a door past nginx."""
+    policy = resource("NetworkPolicy")["spec"]
+    labels = resource("StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    ports = [port for rule in policy["ingress"] for port in rule["ports"]]
+    named = {p["name"] for p in container()["ports"]}
+    assert {p["port"] for p in ports} == {"http", "health"} <= named
+    assert all("from" not in rule for rule in policy["ingress"])  # any source, these ports
+
+
+def test_backends_listen_on_loopback_only() -> None:
+    """Theia and codi2 are told to bind 127.0.0.1: nginx, on the same loopback, is their only
+    door, and nothing in the pod's commands binds every interface."""
+    catalogue = production_catalogue()
+    for name, flag in (("theia", "--hostname=127.0.0.1"), ("codi2", "127.0.0.1")):
+        spec = catalogue.get(name)
+        assert spec is not None and flag in spec.argv, spec
+    for spec in catalogue.services:
+        assert not {"0.0.0.0", "::", "[::]"} & {part.rpartition("=")[2] for part in spec.argv}
