@@ -109,6 +109,8 @@ class ControlRoutes:
         self._tree.forget_dead()
         return web.json_response({
             "services": services,
+            # /readyz's verdict, so that `podctl status` exits 0 exactly when it is 200.
+            "ready": all(c.passed or not c.gating for c in readiness_checks(snap)),
             "draining": snap.draining,
             "started_up": snap.started_up,
             "booted_at": snap.booted_at,

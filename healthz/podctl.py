@@ -98,18 +98,34 @@ def fetch_services(ctx: Context, route: str) -> tuple[list[str], Any, list[Any]]
 
 
 def cmd_status(ctx: Context) -> int:
-    """Services as a table (or JSON); 3 when one shown is not running and ready."""
+    """Services as a table (or JSON). Exit 3 exactly when /readyz would fail: a critical
+    service not ready, or a drain; a non-critical one not ready only warns. With names, 3
+    when one of those named is not running and ready."""
     from healthz.podctl_table import render
 
-    _names, status, services = fetch_services(ctx, "/v1/status")
+    names, status, services = fetch_services(ctx, "/v1/status")
     if not ctx.args.json:
         ctx.out.write(render(services, ctx.colour()))
         if status.get("draining"):
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():
             ctx.err.write(f"podctl: last reload rejected: {error}\n")
-    bad = [s for s in services if s.get("state") != "running" or not s.get("ready")]
-    return NOT_RUNNING if bad else OK
+    if names:
+        bad = [s for s in services if s.get("state") != "running" or not s.get("ready")]
+        return NOT_RUNNING if bad else OK
+    for s in services:
+        if not s.get("critical", True) and not s.get("ready") and not ctx.args.json:
+            ctx.err.write(f"podctl: {s.get('name')} is not ready (not critical: the pod is "
+                          "still ready)\n")
+    return OK if pod_ready(status, services) else NOT_RUNNING
+
+
+def pod_ready(status: Any, services: list[Any]) -> bool:
+    """The pod's own /readyz verdict; computed the same way from a pod that does not send it."""
+    if isinstance(status.get("ready"), bool):
+        return bool(status["ready"])
+    return not status.get("draining") and all(
+        s.get("ready") for s in services if s.get("critical", True))
 
 
 def cmd_health(ctx: Context) -> int:

@@ -187,7 +187,8 @@ async def test_status_lists_every_service(pod: FakePod, tmp_path: Path) -> None:
     async with running_faces(pod, tmp_path) as faces:
         status, doc = await call(faces, "GET", "/v1/status")
     assert status == 200
-    assert set(doc) == {"services", "draining", "started_up", "booted_at", "reload_errors"}
+    assert set(doc) == {"services", "ready", "draining", "started_up", "booted_at",
+                        "reload_errors"}
     assert [s["name"] for s in doc["services"]] == list(pod.services)
     theia = doc["services"][0]
     assert set(theia) == {

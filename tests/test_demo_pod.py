@@ -82,7 +82,8 @@ def test_status_json(demo: Demo) -> None:
     done = demo.podctl("status", "--json", *CORE)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert {"services", "draining", "started_up", "booted_at", "reload_errors"} <= set(answer)
+    assert {"services", "ready", "draining", "started_up", "booted_at",
+                        "reload_errors"} <= set(answer)
     assert answer["draining"] is False and answer["started_up"] is True
     assert [s["name"] for s in answer["services"]] == list(CORE)
     for service in answer["services"]:

@@ -117,6 +117,7 @@ class FakePod:
         return web.json_response(
             {
                 "services": list(self.services.values()),
+                "ready": self.ready(),
                 "draining": self.draining,
                 "started_up": True,
                 "booted_at": 1_700_000_000.0,
@@ -255,7 +256,8 @@ def podctl(*argv: str, env: dict[str, str]) -> int:
 def test_fake_serves_the_contract_shapes(server: FakeServer) -> None:
     """The stand-in's ServiceStatus has the contract's keys, so the real engine can replace it."""
     status = PodClient(server.socket_path, 5).call("GET", "/v1/status")
-    assert set(status) == {"services", "draining", "started_up", "booted_at", "reload_errors"}
+    assert set(status) == {"services", "ready", "draining", "started_up", "booted_at",
+                           "reload_errors"}
     assert all(set(s) == SERVICE_STATUS_KEYS for s in status["services"])
 
 
@@ -274,14 +276,25 @@ def test_status_table_is_aligned(server: FakeServer, env: dict[str, str], capsys
     assert "\x1b[" not in "".join(out)
 
 
-def test_bare_status_is_3_when_any_service_is_not_running(
+def test_bare_status_agrees_with_readyz_on_a_non_critical_service(
     server: FakeServer, env: dict[str, str], capsys: Any
 ) -> None:
-    """A service in backoff makes bare `status` exit 3, and shows its last exit."""
-    assert podctl("status", env=env) == 3
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("codi2"))
+    """A non-critical service in backoff leaves the pod ready: bare `status` exits 0 as
+    /readyz answers 200, warns about it, and shows its last exit."""
+    assert podctl("status", env=env) == 0
+    captured = capsys.readouterr()
+    row = next(line for line in captured.out.splitlines() if line.startswith("codi2"))
     assert row.split()[:6] == ["codi2", "backoff", "no", "-", "-", "4"]
     assert "exit 1" in row
+    assert "codi2 is not ready (not critical" in captured.err
+
+
+def test_bare_status_is_3_when_a_critical_service_is_not_ready(
+    pod: FakePod, server: FakeServer, env: dict[str, str]
+) -> None:
+    """A critical service not ready fails /readyz, and bare `status` exits 3 with it."""
+    pod.services["theia"]["ready"] = False
+    assert podctl("status", env=env) == 3
 
 
 def test_status_of_a_named_service_judges_only_it(server: FakeServer, env: dict[str, str]) -> None:
@@ -628,9 +641,10 @@ def run_podctl(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
 def test_command_exit_codes_and_json(server: FakeServer, env: dict[str, str]) -> None:
     """As a process: 0, 3 and 4 as documented, and `--json` parses."""
     done = run_podctl("status", "--json", env=env)
-    assert done.returncode == 3
+    assert done.returncode == 0  # codi2 is down, but it is not critical: /readyz is 200
     assert {s["name"] for s in json.loads(done.stdout)["services"]} == {"nginx", "theia", "codi2"}
     assert run_podctl("status", "nginx", env=env).returncode == 0
+    assert run_podctl("status", "codi2", env=env).returncode == 3
     unknown = run_podctl("start", "nope", env=env)
     assert (unknown.returncode, unknown.stderr.count("\n")) == (4, 1)
     assert run_podctl("is-ready", "-q", env=env).returncode == 0
