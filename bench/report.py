@@ -54,7 +54,7 @@ def versions() -> dict[str, str]:
         "wrk": _dpkg("wrk"),
         "python": platform.python_version(),
         "aiohttp": version("aiohttp"),
-        "venv": str(VENV_BIN.parent),
+        "venv": VENV_BIN.parent.name,  # its name only: a report names no machine path
     }
 
 

@@ -1,6 +1,6 @@
 """The ``[health:NAME]`` section of the catalogue, parsed into a frozen :class:`HealthSpec`.
 
-supervisord ignores the section; it is ours (DESIGN.md, "The catalogue"). Every problem is
+supervisord ignores the section; it is ours (docs/CATALOGUE.md). Every problem is
 collected, none stops the parse: the engine reports them all at once, adding file and section.
 Imports nothing heavy: the catalogue is read before the first child is spawned.
 """
@@ -49,7 +49,7 @@ _NO_PROBE = ProbeSpec.none()
 
 @dataclass(frozen=True, slots=True)
 class HealthSpec:
-    """How one service's health is known; the defaults are DESIGN.md's."""
+    """How one service's health is known; the defaults are docs/CATALOGUE.md's."""
 
     ready: ProbeSpec = _NO_PROBE
     live: ProbeSpec = _NO_PROBE

@@ -228,7 +228,7 @@ async def test_exec_runner_cleans_up_when_cancelled_again_while_cleaning_up() ->
 
 
 async def test_readiness_turns_unready_after_failures_in_a_row(tmp_path: Path) -> None:
-    """`failures` consecutive failed readiness probes make it unready (DESIGN.md), not the
+    """`failures` consecutive failed readiness probes make it unready (docs/LIFECYCLE.md), not the
     first one; a service that never passed is not ready at all."""
     flag = tmp_path / "ok"
     catalogue = write_catalogue(

@@ -17,7 +17,7 @@ def parse_ok(items: dict[str, str]) -> HealthSpec:
 
 
 def test_defaults_are_designs() -> None:
-    """A service without a section gets exactly DESIGN.md's defaults."""
+    """A service without a section gets exactly the documented defaults."""
     spec = HealthSpec.default()
     assert spec.ready == ProbeSpec.none()
     assert spec.live.kind == "none"

@@ -1,4 +1,4 @@
-"""The chaos soak (issue 10, docs/SOAK.md), 60 seconds of it: the demo pod as PID 1 of its own
+"""The chaos soak (docs/SOAK.md), 60 seconds of it: the demo pod as PID 1 of its own
 PID namespace, as an unprivileged user on a read-only root filesystem, while its children are
 SIGKILLed, SIGTERMed, stopped and continued, crash-looped and made to flood stdout. Every
 property the soak measures is asserted, each with what was measured."""

@@ -1,4 +1,4 @@
-"""Faults of the supervisor's own surroundings (issue 10): the health port already taken,
+"""Faults of the supervisor's own surroundings: the health port already taken,
 container stdout closed by its reader, `CODITECT_HOME` full. Each is survived, or refused with
 one clear line and the documented exit code."""
 

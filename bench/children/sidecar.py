@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The health process a supervisord pod would need (DESIGN.md's alternative): aiohttp, with
+"""The health process a supervisord pod would need (beside it, not in it): aiohttp, with
 `/readyz` answered by an exec probe, `supervisorctl status` (exit 0: every program RUNNING),
 and optionally HTTP probes of the services every `--interval` seconds, like ours.
 

@@ -1,4 +1,4 @@
-"""The scenarios of issue 8, one module per theme. Each `run(ctx)` returns `Result`s."""
+"""The benchmark scenarios, one module per theme. Each `run(ctx)` returns `Result`s."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ Scenario = Callable[[Context], list[Result]]
 
 
 def registry() -> dict[str, Scenario]:
-    """Scenario name → function, in the order of issue 8's table."""
+    """Scenario name → function, in the order of the report's table."""
     from bench.scenarios import boot, cli, drain, health, idle, logpump, races, recovery
 
     return {

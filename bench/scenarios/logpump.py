@@ -123,13 +123,13 @@ def _variant(ctx: Context, variant: str, command: str, lines: int) -> list[Resul
     speed["supervisord"].note = "its stdout_logfile (no copy to its own stdout)"
     anchor_speed = speed["supervisord"].median or 0.0
     anchor_cpu = cpu["supervisord"].median or 0.0
-    # Issue 8's scenario is the line-by-line writer (its anchor, supervisord at ~92 % of a core
+    # The goal's scenario is the line-by-line writer (its anchor, supervisord at ~92 % of a core
     # for ~96 MB/s, is that one). Block writes are measured beside it, without a goal: they
     # show what the JSON copy to container stdout costs when the producer is not the limit.
     judged = variant == "line writes"
     speed_result = Result(f"logpump-speed-{variant}", f"{size_text} of 100-byte lines through "
                           f"the log pump, {variant}", "MB/s",
-                          "≥ supervisord's MB/s" if judged else "– (beyond issue 8's table)",
+                          "≥ supervisord's MB/s" if judged else "– (no goal for it)",
                           list(speed.values()), higher_is_better=True)
     cpu_result = Result(f"logpump-cpu-{variant}", "… CPU of the supervisor process while "
                         "pumping (% of one core)", "%",

@@ -153,7 +153,7 @@ def ready_again(ctx: Context) -> list[Result]:
     return [judge(result, floor + 50)]
 
 
-# DESIGN.md's defaults for a probe: what an operator gets without setting any. The quick run
+# The catalogue's defaults for a probe: what an operator gets without setting any. The quick run
 # (CI: it only proves the harness works) uses a shorter one.
 HANG_PROBE = (5.0, 3, 2.0)  # interval (s), failures, timeout (s)
 HANG_PROBE_QUICK = (1.0, 2, 0.4)
@@ -247,7 +247,7 @@ def hang(ctx: Context) -> list[Result]:
             "reaped {:.2f} s, new one spawned {:.2f} s, ready {:.2f} s. A probe-based detector "
             "(the kubelet's too) sees a hang (failures − 1) × interval + timeout after the first "
             "probe that fails, which comes up to one interval after the hang: on average "
-            "(failures − ½) × interval + timeout. DESIGN.md's default probe (every 5 s, 2 s "
+            "(failures − ½) × interval + timeout. The catalogue's default probe (every 5 s, 2 s "
             "timeout, 3 failures) is used ({} SIGSTOPs spread evenly over one period)".format(
                 *middle, reps))
     floor = figures["floor"].median or 0.0
