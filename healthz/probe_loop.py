@@ -1,7 +1,7 @@
 """One probe, run in the background on the running loop, its latest verdict cached.
 
-Readers (the engine, the HTTP faces) only look at :attr:`ProbeLoop.last` and
-:meth:`ProbeLoop.fresh_verdict`; nobody ever waits on a probe.
+Readers (the engine, the HTTP faces) only look at :attr:`ProbeLoop.last` and the failure
+counters; nobody ever waits on a probe.
 
 Cadence: the first probe runs at once; while it has never passed, the next ones follow 10,
 20 and 40 ms later, then every ``fast_start`` (50 ms) for the first ``fast_window`` (1 s), then
@@ -9,7 +9,8 @@ the gap doubles up to ``interval``. So a service that comes up in 300 ms (a resp
 is seen ready within 50 ms of it, and a slow one (Theia: minutes) is not polled 20 times a
 second all along. After the first pass the probe runs every ``interval``. Periods are counted
 from the start of the previous probe; a probe never overlaps the previous one, and each is
-bounded by ``timeout``.
+bounded by ``timeout``. The cadence is kept on the injected ``clock`` and ``sleep`` (the
+running loop's monotonic time by default), so it can be checked on a virtual clock.
 
 Before the first pass, a TCP-based probe of this pod's own port first tries a bare connect
 (`refused_at_once`): while that is refused, nothing listens yet, the probe fails without
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from healthz import libraries
@@ -56,6 +57,7 @@ class ProbeLoop:
         on_result: Callable[[ProbeResult], None] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         session: aiohttp.ClientSession | None = None,
         session_factory: Callable[[], aiohttp.ClientSession] = new_probe_session,
         exec_runner: ExecRunner | None = None,
@@ -74,6 +76,7 @@ class ProbeLoop:
         self.consecutive_successes = 0
         self.runs = 0
         self._clock = clock
+        self._sleep = sleep
         self._session = session  # borrowed: never closed here
         self._session_factory = session_factory
         self._own_session: aiohttp.ClientSession | None = None
@@ -82,10 +85,6 @@ class ProbeLoop:
         self._fast_window = fast_window
         self._quick_window = quick_window
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
 
     def start(self) -> None:
         """Begin probing on the running loop; the first probe starts at once."""
@@ -104,22 +103,15 @@ class ProbeLoop:
             session, self._own_session = self._own_session, None
             await session.close()
 
-    def fresh_verdict(self, now: float | None = None) -> bool:
-        """True when the latest probe passed and is younger than three intervals."""
-        if self.last is None or not self.last.passed:
-            return False
-        now = self._clock() if now is None else now
-        return now - self.last.at <= STALE_AFTER_INTERVALS * self.interval
-
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        now = self._clock
         gap = self._fast_start
         settled = False
-        fast_until = loop.time() + self._fast_window
-        quick_until = loop.time() + self._quick_window
+        fast_until = now() + self._fast_window
+        quick_until = now() + self._quick_window
         refused_noted = -self._fast_start
         while True:
-            began = loop.time()
+            began = now()
             refused = not settled and began < quick_until and refused_at_once(self.spec)
             if refused:
                 # Refused at once: nothing listens yet, and no probe ran. That is noted as a
@@ -129,9 +121,9 @@ class ProbeLoop:
                 if began - refused_noted >= self._fast_start:
                     refused_noted = began
                     self._record(ProbeResult(False, "connection refused",
-                                             loop.time() - began, self._clock()))
-                await asyncio.sleep(max(0.0, began + min(QUICK_PERIOD, self.interval)
-                                        - loop.time()))
+                                             now() - began, self._clock()))
+                await self._sleep(max(0.0, began + min(QUICK_PERIOD, self.interval)
+                                        - now()))
                 continue
             if self.spec.kind in WEB_KINDS:
                 await libraries.ready()  # aiohttp comes after the boot's burst (healthz.libraries)
@@ -153,7 +145,7 @@ class ProbeLoop:
                     else gap
             else:
                 period, gap = gap, min(gap * 2, self.interval)
-            await asyncio.sleep(max(0.0, began + period - loop.time()))
+            await self._sleep(max(0.0, began + period - now()))
 
     def _web_session(self) -> aiohttp.ClientSession | None:
         if self.spec.kind not in WEB_KINDS:

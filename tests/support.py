@@ -35,6 +35,17 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
         time.sleep(interval)
 
 
+def holds_for(predicate: Callable[[], Any], seconds: float, what: str,
+              interval: float = 0.01) -> None:
+    """Check that `predicate` stays truthy for `seconds` (that something does not happen);
+    fail as soon as it is not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"{what} no longer held"
+        time.sleep(interval)
+    assert predicate(), f"{what} no longer held"
+
+
 def write_catalogue(directory: Path, programs: dict[str, dict[str, str]],
                     health: dict[str, dict[str, str]] | None = None) -> Path:
     """A catalogue directory: supervisord.conf including conf.d/<name>.conf, one per program."""

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import healthz.server
 from healthz.metrics import PodMetrics
 from healthz.model import State
 from healthz.server import HealthServer, bind_unix, parse_addr
@@ -321,18 +322,16 @@ async def _eventually_state(pod: FakePod, name: str, state: State) -> None:
 
 
 async def test_hung_verb_does_not_delay_tcp_readyz(pod: FakePod, tmp_path: Path) -> None:
-    """While a verb hangs on the socket, /readyz on TCP and /v1/status answer at once."""
+    """While a verb hangs on the socket, /readyz on TCP and /v1/status still answer."""
     pod.gate = asyncio.Event()
     async with running_faces(pod, tmp_path) as faces:
         hung = asyncio.create_task(call(faces, "POST", "/v1/services/theia/restart"))
         async with asyncio.timeout(5):
             while not pod.calls:
                 await asyncio.sleep(0.01)
-        started = time.monotonic()
         assert await faces.get("tcp", "/readyz") == (200, "ok\n")
         assert (await call(faces, "GET", "/v1/status"))[0] == 200
-        assert time.monotonic() - started < 1.0
-        assert not hung.done()
+        assert not hung.done()  # answered while the verb was still hung
         pod.gate.set()
         status, doc = await asyncio.wait_for(hung, timeout=5)
         assert (status, doc["ok"]) == (200, True)
@@ -376,8 +375,11 @@ async def test_errors_under_v1_are_json(pod: FakePod, tmp_path: Path) -> None:
 
 
 
-async def test_stop_does_not_wait_on_a_hung_verb(pod: FakePod, tmp_path: Path) -> None:
-    """stop() returns within its shutdown timeout even while a verb hangs; the verb is cancelled."""
+async def test_stop_does_not_wait_on_a_hung_verb(
+        pod: FakePod, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """stop() cancels a hung verb (its client is told so) instead of waiting for it: with a
+    grace for handlers far longer than the test's limit, stop() still returns."""
+    monkeypatch.setattr(healthz.server, "SHUTDOWN_TIMEOUT", 600.0)
     pod.gate = asyncio.Event()  # never set: the engine never finishes this stop
     path = tmp_path / "podctl.sock"
     server = HealthServer(pod, PodMetrics(pod), tcp_addr=None, unix_path=path)
@@ -391,9 +393,7 @@ async def test_stop_does_not_wait_on_a_hung_verb(pod: FakePod, tmp_path: Path) -
             while len(pod.calls) < 2:
                 await asyncio.sleep(0.01)
         (await hung).release()
-        started = time.monotonic()
         await asyncio.wait_for(server.stop(), timeout=10)
-        assert time.monotonic() - started < 1.5  # below the 2 s grace for handlers
         async with await asyncio.wait_for(waiting, timeout=5) as resp:
             assert resp.status == 503
             assert await resp.json() == {"error": "the pod is shutting down; outcome unknown"}

@@ -2,8 +2,9 @@
 the demo overlay (stand-ins, the real nginx on 127.0.0.1:8000, our file monitor), `podctl` as a
 real command, `curl` through nginx, a second user at the control socket, and the drain.
 
-One pod serves the module (the tests run in order and each leaves it as it found it); the
-last demo test drains it. `logs -f` across a rotation uses a small pod of its own.
+One pod serves the module (each test leaves it as it found it, in any order); the drain test
+takes a pod of its own (the demo's ports are fixed: the shared one is stopped first, and booted
+again by the next test that needs it). `logs -f` across a rotation uses a small pod of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import stat
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -41,9 +43,44 @@ from tests.demo_support import (
 from tests.support import ROOT, RunningPod, wait_for, write_catalogue
 
 
+class SharedDemo:
+    """The module's demo pod, booted when a test first asks for it (again, if it was stopped)."""
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._demo: Demo | None = None
+
+    def get(self) -> Demo:
+        if self._demo is None or self._demo.pod.process.poll() is not None:
+            self.close()
+            self._demo = self._stack.enter_context(running_demo("coditect-demo-"))
+        return self._demo
+
+    def close(self) -> None:
+        self._demo = None
+        self._stack.close()
+
+
 @pytest.fixture(scope="module")
-def demo() -> Iterator[Demo]:
-    with running_demo("coditect-demo-") as pod:
+def shared_demo() -> Iterator[SharedDemo]:
+    shared = SharedDemo()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def demo(shared_demo: SharedDemo) -> Demo:
+    """The shared pod, its four core services running and ready (theia: after startsecs=5)."""
+    pod = shared_demo.get()
+    pod.wait_running(*CORE)
+    return pod
+
+
+@pytest.fixture
+def own_demo(shared_demo: SharedDemo) -> Iterator[Demo]:
+    """A demo pod for one test that ends it."""
+    shared_demo.close()  # the ports are fixed: one demo pod at a time
+    with running_demo("coditect-demo-own-") as pod:
         yield pod
 
 
@@ -310,6 +347,7 @@ def test_non_critical_down_is_warn(demo: Demo) -> None:
 
 def test_sigkilled_standin_is_respawned(demo: Demo) -> None:
     old = demo.pid("theia")
+    restarts = demo.status()["theia"]["restarts"]
     spawned = len(demo.pod.events("spawned", service="theia"))
     os.kill(old, signal.SIGKILL)
     respawn = demo.pod.wait_event("spawned", service="theia", count=spawned + 1, timeout=15)
@@ -320,16 +358,19 @@ def test_sigkilled_standin_is_respawned(demo: Demo) -> None:
     row = cells(done.stdout, "theia")
     assert row[1] in ("starting", "running") and row[2] == "yes", row
     assert row[3] == str(respawn[-1]["pid"])
-    assert row[5] == "1", row  # podctl's own stop/start earlier are not restarts
+    assert row[5] == str(restarts + 1), row  # podctl's own stop/start are not restarts
     assert row[6] == "signal 9 (SIGKILL)", row
     assert demo.status()["theia"]["last_exit_code"] == -9
     demo.wait_running("theia")
 
 
-# --- the drain: last, it ends the module's pod -------------------------------------------
+# --- the drain (a pod of its own: it ends it) ---------------------------------------------
 
 
-def test_drain_stops_nginx_first_and_leaves_nothing(demo: Demo) -> None:
+def test_drain_stops_nginx_first_and_leaves_nothing(own_demo: Demo) -> None:
+    """SIGTERM: /readyz 503 at once, nginx stopped (SIGQUIT) and gone before the services
+    behind it are signalled, exit 0, no process and no socket left."""
+    demo = own_demo
     pids = demo.spawned_pids()
     workers = children(demo.pid("nginx"))
     assert workers

@@ -2,8 +2,9 @@
 are adopted by it, and a stop signal that comes before the engine's handlers is kept.
 
 The window between the first spawns and the engine's handlers is ~30 ms; to land in it every
-time, a `sitecustomize` (failure injection, nothing else) widens it to a second and marks its
-start. The engine, its children and the signals are real."""
+time, a `sitecustomize` (failure injection, nothing else) holds it open: it marks its start and
+waits for the test to say "go" (a file) once it has acted inside it. The engine, its children
+and the signals are real."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ def _slowly(*args, **kwargs):
     spawned = _spawn_first_wave(*args, **kwargs)
     pathlib.Path(os.environ["EARLY_WINDOW_MARK"]).write_text(
         " ".join(str(p.pid) for p in spawned.values()))
-    time.sleep(1.0)  # the engine is imported and its handlers installed after this
+    go = pathlib.Path(os.environ["EARLY_WINDOW_GO"])
+    deadline = time.monotonic() + 30
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.005)  # the engine is imported and its handlers installed after this
     return spawned
 
 
@@ -42,12 +46,25 @@ early.spawn_first_wave = _slowly
 
 @pytest.fixture
 def widened(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
-    """Environment that widens the window, and the file that appears when it opens."""
+    """Environment that holds the window open, and the file that appears when it opens; the
+    window closes when the test writes the file's sibling `go` (wait_open does both)."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(WIDENED)
     mark = tmp_path / "window-open"
-    yield {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "EARLY_WINDOW_MARK": str(mark)}, mark
+    yield {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "EARLY_WINDOW_MARK": str(mark),
+           "EARLY_WINDOW_GO": str(tmp_path / "go")}, mark
+
+
+def wait_open(mark: Path) -> list[int]:
+    """Wait until the window is open: the pids of the first wave."""
+    text = wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
+    return [int(p) for p in text.split()]
+
+
+def close_window(mark: Path) -> None:
+    """Let the engine go on past the window."""
+    (mark.parent / "go").touch()
 
 
 @needs_root
@@ -60,8 +77,9 @@ def test_a_sigterm_before_the_engines_handlers_is_kept_and_drains(
         "sleeper": {"command": "sleep 1000", "startsecs": "0"}})
     pod = RunningPod(catalogue, tmp_path / "home", pid1=True, env=env)
     try:
-        wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
-        pod.signal(signal.SIGTERM)
+        wait_open(mark)
+        pod.signal(signal.SIGTERM)  # inside the window: before the engine's handlers
+        close_window(mark)
         assert pod.wait(20) == 0, pod.tail()
         assert pod.events("signal")[0]["signal"] == "SIGTERM"
         assert pod.events("exited", service="sleeper"), pod.tail()
@@ -71,6 +89,7 @@ def test_a_sigterm_before_the_engines_handlers_is_kept_and_drains(
 
 def test_a_service_spawned_early_is_adopted_not_spawned_twice(
         tmp_path: Path, widened: tuple[dict[str, str], Path]) -> None:
+    """The first wave's child is the service's process: one spawn, the same pid."""
     env, mark = widened
     catalogue = write_catalogue(tmp_path / "cat", {
         "sleeper": {"command": "sleep 1000", "startsecs": "0"},
@@ -78,8 +97,8 @@ def test_a_service_spawned_early_is_adopted_not_spawned_twice(
         health={"later": {"after": "sleeper"}})
     pod = RunningPod(catalogue, tmp_path / "home", env=env)
     try:
-        wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
-        early_pids = [int(p) for p in mark.read_text().split()]
+        early_pids = wait_open(mark)
+        close_window(mark)
         assert len(early_pids) == 1  # `later` waits for `sleeper`: not in the first wave
         spawned = pod.wait_event("spawned", 15, service="sleeper")
         assert spawned[0]["pid"] == early_pids[0]
@@ -99,7 +118,9 @@ def test_an_early_child_that_exits_before_the_reaper_exists_is_its_services_exit
         "brief": {"command": "sh -c 'exit 3'", "startsecs": "0", "autorestart": "false"}})
     pod = RunningPod(catalogue, tmp_path / "home", env=env)
     try:
-        wait_for(lambda: mark.exists() and mark.read_text(), 15, "the first wave spawned")
+        brief = wait_open(mark)[0]
+        wait_for(lambda: not pid_alive(brief), 10, "brief to exit inside the window")
+        close_window(mark)
         exited = pod.wait_event("exited", 15, service="brief")
         assert exited[0]["status"] == "exit 3"
         pod.signal(signal.SIGTERM)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 from healthz.model import State
@@ -161,11 +160,9 @@ async def test_reload_stops_the_old_process_with_its_own_stopsignal(tmp_path: Pa
         await _armed(tmp_path / "logs", "svc")
         (catalogue / "conf.d" / "svc.conf").write_text(
             f"[program:svc]\ncommand={TRAPPING}\nstartsecs=0\nstopsignal=TERM\n")
-        began = time.monotonic()
         ok, _ = await pod.reload()
         assert ok
-        assert time.monotonic() - began < 2, "the old process waited for SIGKILL"
-        assert events.named("killed") == []
+        assert events.named("killed") == []  # SIGINT ended it; no wait for stopwaitsecs
         assert [e["signal"] for e in events.named("stopping", service="svc")] == ["SIGINT"]
         await until(lambda: svc.state is State.RUNNING, 5, "running the new spec")
         assert svc.spec.stopsignal == 15

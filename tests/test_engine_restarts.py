@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from healthz.model import State
@@ -28,15 +27,11 @@ async def test_stop_right_after_start_never_waits_for_sigkill(tmp_path: Path) ->
                   "autostart": "false"}})
     async with running_pod(catalogue, tmp_path / "logs") as (pod, events):
         service = pod.services["quick"]
-        slow = 0
         for _ in range(100):
             service.request_start([])
             assert service.proc is not None
-            began = time.monotonic()
             await service.stop()
-            slow += time.monotonic() - began > 1.0
-        assert events.named("killed") == []
-        assert slow == 0
+        assert events.named("killed") == []  # each ended by its TERM, none at stopwaitsecs
         assert len(events.named("spawned")) == 100
         assert service.state is State.STOPPED
 

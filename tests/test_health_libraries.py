@@ -27,14 +27,32 @@ def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     sys.modules.pop(name, None)
 
 
+class Busy:
+    """The services' business as the deferred import sees it; `asked` is set once it has
+    looked twice (and so has decided, twice, not to import yet)."""
+
+    def __init__(self) -> None:
+        self.value = True
+        self.looks = 0
+        self.asked = asyncio.Event()
+
+    def __call__(self) -> bool:
+        self.looks += 1
+        if self.looks >= 2:
+            self.asked.set()
+        return self.value
+
+
 async def test_while_the_services_are_busy_the_import_waits_for_its_deadline(
         module: str) -> None:
-    deferred = libraries.defer_import(busy=lambda: True)
+    """Busy services: nothing is imported until at_latest has passed, then it is."""
+    busy = Busy()
+    deferred = libraries.defer_import(busy=busy)
     deferred.modules = (module,)
     loop = asyncio.get_running_loop()
     began = loop.time()
     task = asyncio.create_task(deferred.run(at_latest=0.3))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(busy.asked.wait(), 5)
     assert module not in sys.modules
     await asyncio.wait_for(libraries.ready(), 5)
     assert module in sys.modules
@@ -43,14 +61,16 @@ async def test_while_the_services_are_busy_the_import_waits_for_its_deadline(
 
 
 async def test_once_the_services_are_quiet_the_import_comes_at_once(module: str) -> None:
-    busy = [True]
-    deferred = libraries.defer_import(busy=lambda: busy[0])
+    """Busy services hold the import back; once they are quiet it comes, long before the
+    deadline."""
+    busy = Busy()
+    deferred = libraries.defer_import(busy=busy)
     deferred.modules = (module,)
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(deferred.run(at_latest=60))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(busy.asked.wait(), 5)
     assert module not in sys.modules
-    busy[0] = False
+    busy.value = False
     began = loop.time()
     await asyncio.wait_for(libraries.ready(), 5)
     assert module in sys.modules

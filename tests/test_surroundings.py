@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -143,7 +142,12 @@ def test_full_home_keeps_the_pod_running(tmp_path: Path) -> None:
                     and "No space left" in str(e.get("error"))]
 
         reports = wait_for(failed, 15, "a log_file_failed event naming the full disk")
-        time.sleep(1.0)  # a second of writes into a full disk, then look again
+        def chatty_lines() -> int:
+            return out.read_text().count('"line ')
+
+        # Fifty more lines, each written into the full disk, then look again.
+        seen = chatty_lines()
+        wait_for(lambda: chatty_lines() >= seen + 50, 15, "fifty more of chatty's lines")
         assert process.poll() is None and livez(port)
         assert get(port, "/readyz")[0] == 200
         assert len(failed()) == len(reports) == 1  # said once, not once per line
