@@ -36,7 +36,6 @@ from healthz.probe_spec import WEB_KINDS, ProbeSpec
 if TYPE_CHECKING:
     import aiohttp
 
-STALE_AFTER_INTERVALS = 3  # a result older than this many intervals counts as failed
 FAST_START = 0.05  # seconds between the first probes
 FIRST_GAPS = (0.01, 0.02, 0.04)  # seconds after the first, second and third probe
 FAST_WINDOW = 1.0  # seconds of probing every FAST_START before the gap starts doubling

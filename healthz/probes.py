@@ -10,8 +10,9 @@ The public face of four small modules, each one concept:
 Importing this costs no aiohttp: it is imported when a web probe first runs.
 """
 
+from healthz.freshness import STALE_AFTER_INTERVALS
 from healthz.probe_exec import ExecOutcome, ExecRunner, SubprocessExecRunner
-from healthz.probe_loop import STALE_AFTER_INTERVALS, ProbeLoop
+from healthz.probe_loop import ProbeLoop
 from healthz.probe_run import ProbeResult, new_probe_session, refused_at_once, run_probe
 from healthz.probe_spec import PROBE_KINDS, ProbeKind, ProbeSpec, is_loopback, parse_probe
 

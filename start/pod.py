@@ -39,7 +39,6 @@ class Pod:
         self.started_up = False
         self.booted_at = time.time()
         self.reload_errors: tuple[str, ...] = ()
-        self.deadline_kills = 0
         self._lag = 0.0
         self._heartbeat: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP beside a file change)
@@ -48,14 +47,13 @@ class Pod:
 
     def boot(self) -> None:
         """Spawn what can start now, in priority order, before anything else happens."""
-        # Mark every autostart service wanted first, so a service earlier in priority order
-        # still waits for a dependency that comes later in it.
-        for spec in self.catalogue.services:
-            self.services[spec.name].want_running = spec.autostart
+        # Every autostart service counts as wanted from the first, so a service earlier in
+        # priority order still waits for a dependency that comes later in it.
+        coming = {spec.name for spec in self.catalogue.services if spec.autostart}
         for spec in self.catalogue.services:
             if spec.autostart:
                 service = self.services[spec.name]
-                service.request_start(service.dependencies())
+                service.request_start(service.dependencies(), coming)
         self._heartbeat = self.ctx.loop.create_task(self._beat())
 
     async def _beat(self) -> None:
@@ -110,10 +108,10 @@ class Pod:
 
     async def stop_service(self, name: str) -> str:
         service = self._get(name)
-        if service.proc is None and service.state in (State.STOPPED, State.EXITED):
+        if service.pid is None and service.state in (State.STOPPED, State.EXITED):
             return f"{name}: already {service.state.value}"
         await service.stop()
-        if service.proc is not None:
+        if service.pid is not None:
             raise VerbFailed(f"{name}: {_describe(service)}")
         return f"{name}: {_describe(service)}"
 
@@ -131,7 +129,7 @@ class Pod:
         signame = signal.Signals(signum).name
         if not service.send_signal(signum):
             raise VerbFailed(f"{name}: not running, {signame} not sent")
-        group = service.proc.pid if service.proc else "?"
+        group = service.pid or "?"
         return f"{name}: sent {signame} to process group {group}"
 
     # -- reload -------------------------------------------------------------------------------
@@ -171,7 +169,7 @@ class Pod:
             del self.services[name]
         for spec in changed:
             if self.draining:  # began while this reload waited for a stop
-                self.services[spec.name].spec = spec
+                self.services[spec.name].adopt_spec(spec)
                 continue
             stopping = self.services[spec.name].reconfigure(spec)
             if stopping is not None:
@@ -233,16 +231,13 @@ class Pod:
 
     async def _kill_everything(self) -> None:
         for service in self.services.values():
-            if service.proc is not None:
-                service.killed_at_deadline = True
-                service.want_running = False
-                service.send_signal(signal.SIGKILL)
+            service.drain_kill()
 
 
 def _describe(service: Service) -> str:
     text = service.state.value
-    if service.proc is not None:
-        text += f", pid {service.proc.pid}"
+    if service.pid is not None:
+        text += f", pid {service.pid}"
         text += ", ready" if service.ready else ", not ready"
     if service.reason:
         text += f" ({service.reason})"

@@ -1,7 +1,9 @@
-"""One service: its lifecycle state machine, restart policy and probes (docs/LIFECYCLE.md).
+"""One service: where its lifecycle (start.lifecycle, docs/LIFECYCLE.md) meets the world.
 
-Every state change goes through `_enter`; everything else asks `state`, nobody keeps a copy.
-All methods run on the event loop; the reaper calls `_on_reaped` from the SIGCHLD wakeup.
+`Service` turns what happens (a verb, a spawn, an exit, a timer, a probe's verdict) into a
+`start.lifecycle` event, takes the next phase from `step` and carries out its actions. It is the
+only place with side effects for a service; it decides nothing the lifecycle decides. All
+methods run on the event loop; the reaper calls `_on_reaped` from the SIGCHLD wakeup.
 """
 
 from __future__ import annotations
@@ -9,37 +11,54 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import signal
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Literal
 
+from healthz.freshness import is_stale
 from healthz.model import ServiceSnapshot, State
+from start import lifecycle
 from start.catalogue import ServiceSpec
+from start.lifecycle import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    STABLE_RUN,
+    Action,
+    Event,
+    Pacing,
+    Phase,
+    Timer,
+    backoff_delay,
+)
 from start.logs import Console, Pump, ServiceLog
 from start.process import ChildProcess, SpawnError, group_exists, spawn
 from start.reaper import Reaper, describe_status
 
-BACKOFF_BASE = 0.5  # seconds before the second restart in a row; doubles from there
-BACKOFF_CAP = 30.0  # never wait longer than this between attempts, never stop trying
-STABLE_RUN = 10.0  # a run at least this long (and past startsecs) resets the backoff
-# Restarts an operator asked for: counted by reason, but never towards restart_budget, which
-# exists so the kubelet replaces a container the engine cannot heal.
-OPERATOR_REASONS = frozenset({"manual", "reload"})
+if TYPE_CHECKING:
+    from healthz.metrics_deferred import Metrics
+    from healthz.probe_exec import ExecRunner
+    from healthz.probe_loop import ProbeLoop
+    from healthz.probe_run import ProbeResult
+
+__all__ = ["BACKOFF_BASE", "BACKOFF_CAP", "STABLE_RUN", "EngineContext", "Service",
+           "backoff_delay"]
+
 LEFTOVER_POLL = 0.005  # seconds between checks that a dead run's group is empty
 LEFTOVER_WAIT = 2.0  # after this, start anyway (something in D state ignores SIGKILL) and say so
 
+ProbeKind = Literal["ready", "live"]
 
-def backoff_delay(failures_in_a_row: int, base: float = BACKOFF_BASE,
-                  cap: float = BACKOFF_CAP) -> float:
-    """0 for the first restart (a crash after a stable run comes back at once), then 0.5 s,
-    1 s, 2 s … up to the cap: a crash loop never spins at full speed."""
-    if failures_in_a_row <= 1:
-        return 0.0
-    return float(min(cap, base * 2 ** min(failures_in_a_row - 2, 32)))
+# What each timer feeds when it fires (LEFTOVERS belongs to the Spawn action: see _spawn).
+_TIMER_EVENTS: dict[Timer, Callable[[], Event]] = {
+    Timer.STARTSECS: lifecycle.StartsecsElapsed,
+    Timer.START_TIMEOUT: lifecycle.StartTimedOut,
+    Timer.SETTLE: lifecycle.SettleTimedOut,
+    Timer.BACKOFF: lifecycle.BackoffElapsed,
+    Timer.KILL: lifecycle.KillDue,
+}
 
 
 @dataclass
@@ -52,8 +71,8 @@ class EngineContext:
     emit: Callable[..., None]  # the supervisor's own event log
     logs_dir: Path
     base_env: dict[str, str]
-    exec_runner: Any = None  # healthz.probes.ExecRunner; None: a ReaperExecRunner on `reaper`
-    metrics: Any = None  # healthz.metrics.PodMetrics once the health service is up
+    exec_runner: ExecRunner | None = None  # None: a ReaperExecRunner on `reaper`, when needed
+    metrics: Metrics | None = None  # set once the engine has one
     clock: Callable[[], float] = time.monotonic
     backoff_base: float = BACKOFF_BASE
     backoff_cap: float = BACKOFF_CAP
@@ -62,39 +81,54 @@ class EngineContext:
     # Spawned before the engine (start.early), by name; the boot adopts them.
     prespawned: dict[str, ChildProcess] = field(default_factory=dict)
 
+    @property
+    def pacing(self) -> Pacing:
+        return Pacing(self.backoff_base, self.backoff_cap, self.stable_run)
+
+
+class _Timers:
+    """At most one pending call per `Timer`; arming one again replaces it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fired: Callable[[Timer], None]) -> None:
+        self._loop = loop
+        self._fired = fired
+        self._handles: dict[Timer, asyncio.TimerHandle] = {}
+
+    def arm(self, timer: Timer, delay: float) -> None:
+        self.disarm(timer)
+        self._handles[timer] = self._loop.call_later(delay, self._fire, timer)
+
+    def disarm(self, timer: Timer) -> None:
+        handle = self._handles.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _fire(self, timer: Timer) -> None:
+        del self._handles[timer]
+        self._fired(timer)
+
 
 class Service:
     def __init__(self, spec: ServiceSpec, ctx: EngineContext) -> None:
         self.spec = spec
         self.ctx = ctx
-        self.state = State.STOPPED
-        self.want_running = False
-        self.proc: ChildProcess | None = None
-        self.reason = ""
-        self.restarts = 0
-        self.restarts_by_reason: Counter[str] = Counter()
-        self.failures_in_a_row = 0
-        self.failed_starts = 0
-        self.last_exit: str | None = None
-        self.last_exit_code: int | None = None
-        self.ready_since_spawn = False
-        self.ever_ready = False
-        self.settled = asyncio.Event()  # ready once, or gave up waiting: dependents may start
-        self._restart_times: deque[float] = deque()
-        self._pending_restart_reason: str | None = None
-        self._failed_start_kill = False
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._phase = Phase()
+        self._proc: ChildProcess | None = None  # the process of `_phase.run`
+        self._timers = _Timers(ctx.loop, self._on_timer)
+        self._events: deque[Event] = deque()  # fed while an earlier event's actions run
+        self._stepping = False
+        self._settled = asyncio.Event()  # ready once, or gave up waiting: dependents may start
+        self._changed = asyncio.Event()  # set (and replaced) on every change of the phase
         self._stop_waiters: list[asyncio.Future[None]] = []
-        self._start_task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()  # set (and replaced) on every state or ready change
-        self._pumps: list[Pump] = []
-        self._probes: dict[str, Any] = {}
+        self._waiting: asyncio.Task[None] | None = None  # for the services named in `after`
+        self._restarts: Counter[str] = Counter()
+        self._restart_times: deque[float] = deque()  # only with a restart_budget
+        self._probes: dict[ProbeKind, ProbeLoop] = {}
         self._probe_stops: set[asyncio.Task[None]] = set()
+        self._pumps: list[Pump] = []
         self._log: ServiceLog | None = None
-        self._kill_is_deadline = False
         self._leftover_group: int | None = None  # the last run's group, until it is empty
         self._leftover_deadline = 0.0
-        self.killed_at_deadline = False  # the drain deadline, not stopwaitsecs, forced SIGKILL
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -103,22 +137,76 @@ class Service:
         return self.spec.name
 
     @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def state(self) -> State:
+        return self._phase.state
+
+    @property
+    def reason(self) -> str:
+        return self._phase.reason
+
+    @property
+    def want_running(self) -> bool:
+        return self._phase.wanted
+
+    @property
+    def ever_ready(self) -> bool:
+        return self._phase.ever_ready
+
+    @property
+    def killed_at_deadline(self) -> bool:
+        """The drain's deadline, not stopwaitsecs, forced a SIGKILL."""
+        return self._phase.killed_at_deadline
+
+    @property
+    def settled(self) -> asyncio.Event:
+        """Set once ready, or once it gave up getting ready: dependents may start."""
+        return self._settled
+
+    @property
+    def proc(self) -> ChildProcess | None:
+        return self._proc
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def restarts(self) -> int:
+        return sum(self._restarts.values())
+
+    @property
+    def last_exit(self) -> str | None:
+        return self._phase.last_exit
+
+    @property
+    def last_exit_code(self) -> int | None:
+        return self._phase.last_exit_code
+
+    def probe(self, kind: ProbeKind) -> ProbeLoop | None:
+        """The running probe of `kind`, to read (its counters, its last result)."""
+        return self._probes.get(kind)
+
+    @property
     def ready(self) -> bool:
-        if self.proc is None or self.state not in (State.STARTING, State.RUNNING):
+        run = self._phase.run
+        if run is None or self._proc is None or self.state not in (State.STARTING,
+                                                                   State.RUNNING):
             return False
         probe = self._probes.get("ready")
         if probe is None:
             return self.state is State.RUNNING
-        from healthz.probe_loop import STALE_AFTER_INTERVALS  # imported with the probe
-
         last = probe.last
-        if last is None or not (last.passed or self.ready_since_spawn):
+        if last is None or not (last.passed or run.ready):
             return False
-        # A result older than three intervals counts as failed (a hung probe); short of that,
-        # it takes `failures` failures in a row to make a service that was ready unready.
-        if self.ctx.clock() - last.at > STALE_AFTER_INTERVALS * probe.interval:
+        # A stale result counts as failed (a hung probe); short of that, it takes `failures`
+        # failures in a row to make a service that was ready unready.
+        if is_stale(last.at, probe.interval, self.ctx.clock()):
             return False
-        return bool(probe.consecutive_failures < self.spec.health.failures)
+        return probe.consecutive_failures < self.spec.health.failures
 
     @property
     def live(self) -> bool:
@@ -137,8 +225,9 @@ class Service:
     def snapshot(self) -> ServiceSnapshot:
         ready = self.ready
         reason = self.reason
-        if not ready and not reason and self.proc is not None:
-            last = getattr(self._probes.get("ready"), "last", None)
+        if not ready and not reason and self._proc is not None:
+            probe = self._probes.get("ready")
+            last = probe.last if probe is not None else None
             reason = f"readiness probe: {last.reason}" if last is not None else "not ready yet"
         elif not ready and not reason:
             reason = self.state.value  # stopped, exited: the state is the reason
@@ -148,10 +237,10 @@ class Service:
             critical=self.spec.health.critical,
             ready=ready,
             live=self.live,
-            pid=self.proc.pid if self.proc else None,
-            started_at=self.proc.started_at if self.proc else None,
+            pid=self.pid,
+            started_at=self._proc.started_at if self._proc else None,
             restarts=self.restarts,
-            restarts_by_reason=dict(self.restarts_by_reason),
+            restarts_by_reason=dict(self._restarts),
             last_exit=self.last_exit,
             last_exit_code=self.last_exit_code,
             reason="" if ready else reason,
@@ -159,114 +248,181 @@ class Service:
             log_write_failures=self._log.failures if self._log is not None else 0,
         )
 
+    def dependencies(self) -> list[Service]:
+        return [self.ctx.services[n] for n in self.spec.after if n in self.ctx.services]
+
     # -- verbs --------------------------------------------------------------------------------
 
-    def request_start(self, dependencies: list[Service]) -> None:
-        """Run it (again), after its dependencies have settled."""
-        self.want_running = True
-        self.failed_starts = 0
-        if self.state in (State.STARTING, State.RUNNING):
-            return
-        if self.state is State.STOPPING:
-            return  # `_on_reaped` spawns again because want_running is set
-        if self._start_task is not None:
-            self._start_task.cancel()  # WAITING: wait again, for what `after` names now
-        self._cancel_timer("backoff")
-        waiting = [d for d in dependencies if d.want_running and not d.settled.is_set()]
-        if not waiting:
-            self._spawn()
-            return
-        self._enter(State.WAITING, "waiting for " + ", ".join(d.name for d in waiting))
-        self._start_task = self.ctx.loop.create_task(self._start_after(waiting))
-
-    async def _start_after(self, waiting: list[Service]) -> None:
-        await asyncio.gather(*(d.settled.wait() for d in waiting))
-        if self.want_running and self.state is State.WAITING:
-            late = [d.name for d in waiting if not d.ever_ready]
-            if late:
-                self.ctx.emit("starting_anyway", service=self.name, not_ready=late,
-                              level="warning")
-            self._spawn()
+    def request_start(self, dependencies: list[Service], coming: Collection[str] = ()) -> None:
+        """Run it (again), after its dependencies have settled. `coming`: services about to be
+        asked to start too (the boot), which it waits for as if they were wanted already."""
+        self._feed(lifecycle.Start(self._unsettled(dependencies, coming)))
 
     async def stop(self, deadline: float | None = None) -> None:
         """Stop it and wait until its process is gone (SIGKILL at stopwaitsecs or deadline)."""
-        self.want_running = False
-        self._pending_restart_reason = None
-        self._cancel_timer("backoff")
-        self._cancel_timer("leftovers")
-        self._cancel_timer("settle")
-        if self._start_task is not None:
-            self._start_task.cancel()
-        if self.proc is None:
-            if self.state is not State.EXITED:
-                self._enter(State.STOPPED, "")
-            self.settled.set()
-        else:
-            await self._begin_stop(deadline)
+        waiter = self._stop_waiter()
+        self._feed(lifecycle.Stop(deadline))
+        if waiter is not None:
+            await waiter
         if self._probe_stops:  # nothing of a probe (an exec probe's process) outlives a stop
             await asyncio.wait(set(self._probe_stops))
 
     def restart(self, reason: str, dependencies: list[Service]) -> asyncio.Future[None] | None:
-        """Stop the process (if any) and start it again; counted under `reason`."""
-        self._count_restart(reason)
-        if self.proc is None:
-            self.request_start(dependencies)
-            return None
-        self.want_running = True
-        self._pending_restart_reason = reason
-        return self._begin_stop(None)
+        """Stop the process (if any) and start it again; counted under `reason`. Returns what
+        resolves once the old process is gone, if there was one."""
+        waiter = self._stop_waiter()
+        self._feed(lifecycle.Restart(reason, self._unsettled(dependencies, ())))
+        return waiter
 
     def reconfigure(self, spec: ServiceSpec) -> asyncio.Future[None] | None:
         """Take a spec changed by a reload. A running process is stopped the way it was started
         (its own stopsignal and stopwaitsecs) and comes back under the new spec."""
-        if self.proc is None:
+        if self._proc is None:
             self.spec = spec
             return self.restart("reload", self.dependencies()) if self.want_running else None
         stopping = self.restart("reload", self.dependencies())
-        self.spec = spec  # `_on_reaped` spawns under it
+        self.spec = spec  # the respawn after the exit is under it
         return stopping
 
+    def adopt_spec(self, spec: ServiceSpec) -> None:
+        """Take a spec without acting on it (a reload during a drain: it is stopping anyway)."""
+        self.spec = spec
+
+    def drain_kill(self) -> None:
+        """The drain's deadline passed: SIGKILL the group now, and never bring it back."""
+        self._feed(lifecycle.DrainKill())
+
     def send_signal(self, signum: int) -> bool:
-        return self.proc is not None and self.proc.signal_group(signum)
+        return self._proc is not None and self._proc.signal_group(signum)
 
     def pids(self) -> list[int]:
-        return [self.proc.pid] if self.proc else []
+        return [self._proc.pid] if self._proc else []
+
+    def close_pumps(self) -> None:
+        for pump in list(self._pumps):
+            pump.close()
+
+    async def wait_until(self, done: Callable[[], bool], limit: float) -> None:
+        """Wake on each change of state or readiness until `done()` holds or `limit` passes."""
+        loop = self.ctx.loop
+        deadline = loop.time() + limit
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+
+    def _unsettled(self, dependencies: list[Service], coming: Collection[str]) -> tuple[str, ...]:
+        return tuple(d.name for d in dependencies
+                     if (d.want_running or d.name in coming) and not d.settled.is_set())
+
+    def _stop_waiter(self) -> asyncio.Future[None] | None:
+        if self._proc is None:
+            return None
+        waiter: asyncio.Future[None] = self.ctx.loop.create_future()
+        self._stop_waiters.append(waiter)
+        return waiter
+
+    # -- the lifecycle ------------------------------------------------------------------------
+
+    def _feed(self, event: Event) -> None:
+        """Step the lifecycle and carry out its actions. An event fed by an action (a spawn)
+        waits until the actions of the step before are all done."""
+        self._events.append(event)
+        if self._stepping:
+            return
+        self._stepping = True
+        try:
+            while self._events:
+                before = self._phase
+                self._phase, actions = lifecycle.step(before, self.spec, self._events.popleft(),
+                                                      self.ctx.clock(), self.ctx.pacing)
+                for action in actions:
+                    self._do(action)
+                if self._phase != before:
+                    self._notify()
+        finally:
+            self._stepping = False
+
+    def _do(self, action: Action) -> None:
+        match action:
+            case lifecycle.Spawn():
+                self._spawn()
+            case lifecycle.StartProbes():
+                self._start_probes()
+            case lifecycle.StopProbes():
+                self._stop_probes()
+            case lifecycle.SignalGroup(signum):
+                if self._proc is not None:
+                    self._proc.signal_group(signum)
+            case lifecycle.Arm(timer, delay):
+                self._timers.arm(timer, delay)
+            case lifecycle.Disarm(timer):
+                self._timers.disarm(timer)
+            case lifecycle.Emit(name, fields, level):
+                self.ctx.emit(name, service=self.name, **dict(fields), level=level)
+            case lifecycle.CountRestart(reason):
+                self._count_restart(reason)
+            case lifecycle.Settle():
+                self._settled.set()
+            case lifecycle.AwaitDependencies(names):
+                self._await_dependencies(names)
+            case lifecycle.CancelWait():
+                if self._waiting is not None:
+                    self._waiting.cancel()
+                    self._waiting = None
+
+    def _on_timer(self, timer: Timer) -> None:
+        if timer is Timer.LEFTOVERS:
+            if self.want_running and self._proc is None:
+                self._spawn()
+            return
+        self._feed(_TIMER_EVENTS[timer]())
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _count_restart(self, reason: str) -> None:
+        self._restarts[reason] += 1
+        # Only a budget reads this history (and prunes it): without one, keeping it would
+        # grow by one entry per restart for the pod's lifetime (found by the soak).
+        if (lifecycle.counts_towards_budget(reason)
+                and self.spec.health.restart_budget is not None):
+            self._restart_times.append(self.ctx.clock())
+
+    def _await_dependencies(self, names: tuple[str, ...]) -> None:
+        waiting = [self.ctx.services[n] for n in names if n in self.ctx.services]
+
+        async def settled() -> None:
+            await asyncio.gather(*(d.settled.wait() for d in waiting))
+            self._waiting = None
+            self._feed(lifecycle.DependenciesSettled(
+                tuple(d.name for d in waiting if not d.ever_ready)))
+
+        self._waiting = self.ctx.loop.create_task(settled())
 
     # -- spawning -----------------------------------------------------------------------------
 
     def _spawn(self) -> None:
-        self._cancel_timer("backoff")
-        if not self.settled.is_set() and "settle" not in self._timers:
-            # Dependents wait at most start_timeout from the first attempt, across restarts:
-            # each spawn's own timer dies with a process that never lives that long.
-            self._set_timer("settle", self.spec.health.start_timeout, self._gave_up_settling)
         if self._leftovers_remain():
             # What the last run left in its group was SIGKILLed; it must be gone (reaped by
             # us as its new parent) before the next run starts, or it could hold a port.
-            self._set_timer("leftovers", LEFTOVER_POLL, self._spawn_after_leftovers)
+            self._timers.arm(Timer.LEFTOVERS, LEFTOVER_POLL)
             return
-        self.ready_since_spawn = False
         try:
             # Spawned before the engine was imported (start.early): adopted, not spawned again.
             proc = self.ctx.prespawned.pop(self.name, None) or spawn(self.spec, self.ctx.base_env)
         except SpawnError as error:
-            self.ctx.emit("spawn_failed", service=self.name, error=str(error), level="error")
-            self.last_exit, self.last_exit_code = f"spawn failed: {error}", None
-            self._after_failed_start(f"spawn failed: {error}")
+            self._feed(lifecycle.SpawnFailed(str(error)))
             return
-        self.proc = proc
+        self._proc = proc
         self.ctx.reaper.watch(proc.pid, functools.partial(self._on_reaped, proc))
         self._open_pumps(proc)
-        self._enter(State.STARTING, "")
-        self.ctx.emit("spawned", service=self.name, pid=proc.pid)
-        self._start_probes()  # before RUNNING: with a probe, running is not yet ready
-        if "ready" in self._probes:  # without one, startsecs alone decides a failed start
-            self._set_timer("start_timeout", self.spec.health.start_timeout,
-                            self._start_timed_out, proc)
-        if self.spec.startsecs <= 0:
-            self._past_startsecs(proc)
-        else:
-            self._set_timer("startsecs", self.spec.startsecs, self._past_startsecs, proc)
+        self._feed(lifecycle.Spawned(proc.pid, proc.started_mono))
 
     def _leftovers_remain(self) -> bool:
         group = self._leftover_group
@@ -279,10 +435,6 @@ class Service:
                           level="warning")
         self._leftover_group = None
         return False
-
-    def _spawn_after_leftovers(self) -> None:
-        if self.want_running and self.proc is None:
-            self._spawn()
 
     def _open_pumps(self, proc: ChildProcess) -> None:
         if self._log is None:
@@ -304,31 +456,21 @@ class Service:
         if stream is not None:
             stream.close()
 
-    def close_pumps(self) -> None:
-        for pump in list(self._pumps):
-            pump.close()
-
-    def _past_startsecs(self, proc: ChildProcess) -> None:
-        if proc is not self.proc or self.state is not State.STARTING:
+    def _on_reaped(self, proc: ChildProcess, status: int) -> None:
+        proc.mark_reaped(status)
+        proc.kill_leftovers()  # grandchildren go before anything starts again
+        self._leftover_group = proc.pid
+        self._leftover_deadline = self.ctx.clock() + LEFTOVER_WAIT
+        if proc is not self._proc:
             return
-        self._enter(State.RUNNING, "")
-        self._check_ready()
-
-    def _start_timed_out(self, proc: ChildProcess) -> None:
-        if proc is not self.proc or self.ready_since_spawn or self.state is State.STOPPING:
-            return
-        timeout = self.spec.health.start_timeout
-        self.ctx.emit("start_timeout", service=self.name, seconds=timeout, level="warning")
-        self.settled.set()  # dependents start anyway: a broken dependency never blocks the pod
-        self._failed_start_kill = True
-        self.reason = f"not ready within start_timeout ({timeout:g}s)"
-        self._begin_stop(None, keep_state_reason=True)
-
-    def _gave_up_settling(self) -> None:
-        if not self.settled.is_set():
-            self.ctx.emit("not_ready_in_time", service=self.name,
-                          seconds=self.spec.health.start_timeout, level="warning")
-            self.settled.set()  # dependents start anyway: a broken dependency never blocks
+        description, code = describe_status(status)
+        ran = self.ctx.clock() - proc.started_mono
+        self._proc = None
+        waiters, self._stop_waiters = self._stop_waiters, []
+        self._feed(lifecycle.Exited(description, code, ran))
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- probes -------------------------------------------------------------------------------
 
@@ -336,7 +478,9 @@ class Service:
         from healthz.probes import ProbeLoop
 
         health = self.spec.health
-        for kind, spec in (("ready", health.ready), ("live", health.live)):
+        kinds: tuple[ProbeKind, ...] = ("ready", "live")
+        for kind in kinds:
+            spec = health.ready if kind == "ready" else health.live
             if spec.kind == "none":
                 continue
             if spec.kind == "exec" and self.ctx.exec_runner is None:
@@ -359,196 +503,14 @@ class Service:
             self._probe_stops.add(task)
             task.add_done_callback(self._probe_stops.discard)
 
-    def _on_probe(self, kind: str, result: Any) -> None:
+    def _on_probe(self, kind: ProbeKind, result: ProbeResult) -> None:
         if self.ctx.metrics is not None:
             self.ctx.metrics.observe_probe(self.name, kind, result.duration, result.passed)
         if kind == "ready":
-            self._check_ready()
+            if self.ready:
+                self._feed(lifecycle.ReadyPassed())
             self._notify()  # readiness may have changed either way
             return
         probe = self._probes.get("live")
-        started = self.proc.started_mono if self.proc else self.ctx.clock()
-        in_window = (not self.ready_since_spawn
-                     and self.ctx.clock() - started < self.spec.health.start_timeout)
-        if (probe is None or result.passed or in_window or self.state is State.STOPPING
-                or probe.consecutive_failures < self.spec.health.failures):
-            return
-        self.reason = f"liveness probe failed {probe.consecutive_failures} times: {result.reason}"
-        self.ctx.emit("liveness_failed", service=self.name, failures=probe.consecutive_failures,
-                      level="warning")
-        self.restart("liveness", self.dependencies())
-
-    def _check_ready(self) -> None:
-        if self.ready and not self.ready_since_spawn:
-            self.ready_since_spawn = True
-            self.ever_ready = True
-            self.reason = ""
-            self._cancel_timer("start_timeout")
-            self._cancel_timer("settle")
-            self.settled.set()
-            self.ctx.emit("ready", service=self.name)
-            if self.state is State.STARTING and self.spec.startsecs <= 0:
-                self._enter(State.RUNNING, "")
-
-    def dependencies(self) -> list[Service]:
-        return [self.ctx.services[n] for n in self.spec.after if n in self.ctx.services]
-
-    # -- stopping and exits -------------------------------------------------------------------
-
-    def _begin_stop(self, deadline: float | None,
-                    keep_state_reason: bool = False) -> asyncio.Future[None]:
-        waiter: asyncio.Future[None] = self.ctx.loop.create_future()
-        self._stop_waiters.append(waiter)
-        proc = self.proc
-        assert proc is not None
-        grace = self.spec.stopwaitsecs
-        if deadline is not None and deadline - self.ctx.clock() < grace:
-            grace = max(0.0, deadline - self.ctx.clock())
-            self._kill_is_deadline = True
-        if self.state is not State.STOPPING:
-            self._enter(State.STOPPING, self.reason if keep_state_reason else "")
-            self.ctx.emit("stopping", service=self.name, pid=proc.pid,
-                          signal=signal.Signals(self.spec.stopsignal).name)
-            proc.signal_group(self.spec.stopsignal)
-            proc.signal_group(signal.SIGCONT)  # a stopped (hung) process must see the signal
-            self._set_timer("kill", grace, self._kill, proc)
-        elif deadline is not None:
-            # Already stopping (e.g. a restart) when the drain began: keep the earlier SIGKILL.
-            current = self._timers.get("kill")
-            if current is None or current.when() > self.ctx.loop.time() + grace:
-                self._set_timer("kill", grace, self._kill, proc)
-        return waiter
-
-    def _kill(self, proc: ChildProcess) -> None:
-        if proc is self.proc:
-            self.killed_at_deadline = self.killed_at_deadline or self._kill_is_deadline
-            self.ctx.emit("killed", service=self.name, pid=proc.pid, level="warning",
-                          cause="drain deadline" if self._kill_is_deadline else "stopwaitsecs")
-            proc.signal_group(signal.SIGKILL)
-
-    def _on_reaped(self, proc: ChildProcess, status: int) -> None:
-        proc.mark_reaped(status)
-        proc.kill_leftovers()  # grandchildren go before anything starts again
-        self._leftover_group = proc.pid
-        self._leftover_deadline = self.ctx.clock() + LEFTOVER_WAIT
-        if proc is not self.proc:
-            return
-        description, code = describe_status(status)
-        ran = self.ctx.clock() - proc.started_mono
-        self.proc = None
-        self.last_exit, self.last_exit_code = description, code
-        for name in ("startsecs", "start_timeout", "kill"):
-            self._cancel_timer(name)
-        self._stop_probes()
-        was = self.state
-        self.ctx.emit("exited", service=self.name, pid=proc.pid, status=description,
-                      ran_seconds=round(ran, 3))
-        if ran >= max(self.ctx.stable_run, self.spec.startsecs) and was is not State.STARTING:
-            self.failures_in_a_row = 0
-            self.failed_starts = 0
-        waiters, self._stop_waiters = self._stop_waiters, []
-
-        if was is State.STOPPING and not self._failed_start_kill:
-            if self.want_running:  # a restart: come back at once
-                self._pending_restart_reason = None
-                self._spawn()
-            else:
-                self._enter(State.STOPPED, "")
-                self.settled.set()
-        elif was is State.STARTING or self._failed_start_kill:
-            self._after_failed_start(self.reason or f"{description} before startsecs "
-                                     f"({self.spec.startsecs:g}s)")
-        else:
-            self._after_running_exit(code, description)
-        self._failed_start_kill = False
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _after_failed_start(self, reason: str) -> None:
-        self.failed_starts += 1
-        self.failures_in_a_row += 1
-        if not self.want_running:
-            self._enter(State.STOPPED, reason)
-            return
-        if self.failed_starts > self.spec.startretries:
-            cap = self.ctx.backoff_cap
-            self._schedule_restart("crash", cap, State.FATAL,
-                                   f"{reason}; failed to start {self.failed_starts} times in a "
-                                   f"row, retrying every {cap:g}s")
-        else:
-            self._schedule_restart("crash", self._delay(),
-                                   State.BACKOFF, reason)
-
-    def _after_running_exit(self, code: int, description: str) -> None:
-        expected = code in self.spec.exitcodes
-        policy = self.spec.autorestart
-        if not self.want_running or policy == "false" or (policy == "unexpected" and expected):
-            self.want_running = False
-            self._enter(State.EXITED, "" if expected else f"{description} (not restarted: "
-                        f"autorestart={policy})")
-            self.settled.set()
-            return
-        self.failures_in_a_row += 1
-        self._schedule_restart("exit" if expected else "crash",
-                               self._delay(), State.BACKOFF,
-                               description)
-
-    def _schedule_restart(self, reason: str, delay: float, state: State, why: str) -> None:
-        self._count_restart(reason)
-        self._enter(state, why)
-        self.ctx.emit("backoff", service=self.name, delay_seconds=delay, reason=why,
-                      level="warning" if state is State.BACKOFF else "error")
-        if delay <= 0:
-            self._spawn()
-        else:
-            self._set_timer("backoff", delay, self._spawn_if_wanted)
-
-    def _delay(self) -> float:
-        return backoff_delay(self.failures_in_a_row, self.ctx.backoff_base, self.ctx.backoff_cap)
-
-    def _spawn_if_wanted(self) -> None:
-        if self.want_running and self.state in (State.BACKOFF, State.FATAL):
-            self._spawn()
-
-    def _count_restart(self, reason: str) -> None:
-        self.restarts += 1
-        self.restarts_by_reason[reason] += 1
-        # Only a budget reads this history (and prunes it): without one, keeping it would
-        # grow by one entry per restart for the pod's lifetime (found by the soak).
-        if reason not in OPERATOR_REASONS and self.spec.health.restart_budget is not None:
-            self._restart_times.append(self.ctx.clock())
-
-    # -- plumbing -----------------------------------------------------------------------------
-
-    def _enter(self, state: State, reason: str) -> None:
-        self.state = state
-        self.reason = reason
-        self._notify()
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def wait_until(self, done: Callable[[], bool], limit: float) -> None:
-        """Wake on each change of state or readiness until `done()` holds or `limit` passes."""
-        loop = self.ctx.loop
-        deadline = loop.time() + limit
-        while not done():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
-
-    def _set_timer(self, name: str, delay: float, callback: Callable[..., None],
-                   *args: Any) -> None:
-        self._cancel_timer(name)
-        self._timers[name] = self.ctx.loop.call_later(delay, callback, *args)
-
-    def _cancel_timer(self, name: str) -> None:
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        if probe is not None and not result.passed:
+            self._feed(lifecycle.LivenessFailed(probe.consecutive_failures, result.reason))
