@@ -19,7 +19,7 @@ from typing import Any
 
 from soak.pod import SoakPod
 from start.catalogue import ServiceSpec
-from start.service import STABLE_RUN, backoff_delay
+from start.lifecycle import STABLE_RUN, backoff_delay
 
 SLACK = 5.0  # seconds: a Python stand-in's start, and the leftover wait, on a busy machine
 CRASH_RUN = 0.3 + 1.0  # seconds a crash-looping run takes: its 0.3 s and its start

@@ -56,12 +56,6 @@ def counts_towards_budget(reason: str) -> bool:
     return reason not in OPERATOR_REASONS
 
 
-def over_budget(restart_times: list[float] | tuple[float, ...], count: int, window: float,
-                now: float) -> bool:
-    """More than `count` restarts inside the last `window` seconds."""
-    return sum(1 for at in restart_times if at >= now - window) > count
-
-
 def stable(ran: float, spec: ServiceSpec, pacing: Pacing) -> bool:
     """A run long enough to forget earlier failures (supervisord's startsecs, at least)."""
     return ran >= max(pacing.stable_run, spec.startsecs)

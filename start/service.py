@@ -31,7 +31,6 @@ from start.lifecycle import (
     Pacing,
     Phase,
     Timer,
-    backoff_delay,
 )
 from start.logs import Console, Pump, ServiceLog
 from start.process import ChildProcess, SpawnError, group_exists, spawn
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
     from healthz.probe_exec import ExecRunner
     from healthz.probe_loop import ProbeLoop
     from healthz.probe_run import ProbeResult
-
-__all__ = ["BACKOFF_BASE", "BACKOFF_CAP", "STABLE_RUN", "EngineContext", "Service",
-           "backoff_delay"]
 
 LEFTOVER_POLL = 0.005  # seconds between checks that a dead run's group is empty
 LEFTOVER_WAIT = 2.0  # after this, start anyway (something in D state ignores SIGKILL) and say so

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from healthz.model import State
+from start.service import Service
 from tests.engine_harness import running_pod, until
 from tests.support import pid_alive, write_catalogue
 
@@ -26,6 +27,12 @@ async def _armed(logs: Path, name: str, count: int = 1) -> None:
             return False
 
     await until(seen, 5, f"{name} armed")
+
+
+def _ready_probe_runs(svc: Service) -> int:
+    """How many times the service's readiness probe has run (0 before it starts)."""
+    probe = svc.probe("ready")
+    return probe.runs if probe is not None else 0
 
 
 def _children_running(command: str) -> list[int]:
@@ -83,9 +90,9 @@ async def test_exec_probes_never_race_the_reaper(tmp_path: Path) -> None:
         health={"svc": {"ready": "exec:true", "interval": "0.05s"}})
     async with running_pod(catalogue, tmp_path / "logs") as (pod, _events):
         svc = pod.services["svc"]
-        await until(lambda: "ready" in svc._probes and svc._probes["ready"].runs >= 40, 20,
-                    "40 probe runs")
-        probe = svc._probes["ready"]
+        await until(lambda: _ready_probe_runs(svc) >= 40, 20, "40 probe runs")
+        probe = svc.probe("ready")
+        assert probe is not None
         assert probe.consecutive_successes == probe.runs, probe.last
 
 
@@ -233,13 +240,13 @@ async def test_readiness_turns_unready_after_failures_in_a_row(tmp_path: Path) -
         health={"svc": {"ready": f"exec:test -e {flag}", "interval": "0.2s", "failures": "3"}})
     async with running_pod(catalogue, tmp_path / "logs") as (pod, _events):
         svc = pod.services["svc"]
-        await until(lambda: "ready" in svc._probes and svc._probes["ready"].runs >= 2, 5,
-                    "two probe runs")
+        await until(lambda: _ready_probe_runs(svc) >= 2, 5, "two probe runs")
         assert not svc.ready  # failed, and never passed since the spawn
         flag.touch()
         await until(lambda: svc.ready, 5, "ready")
         flag.unlink()
-        probe = svc._probes["ready"]
+        probe = svc.probe("ready")
+        assert probe is not None
         await until(lambda: probe.consecutive_failures >= 1, 5, "one failure")
         assert svc.ready, "one failed readiness probe made it unready"
         await until(lambda: probe.consecutive_failures >= 2, 5, "two failures")

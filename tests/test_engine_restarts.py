@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from healthz.model import State
-from start.service import backoff_delay
+from start.lifecycle import backoff_delay
 from tests.engine_harness import running_pod, until
 from tests.support import write_catalogue
 
