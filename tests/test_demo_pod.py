@@ -97,8 +97,8 @@ def cells(table: str, name: str) -> list[str]:
 
 
 def test_status_table(demo: Demo) -> None:
-    """Five services; the four the demo always has are running and ready (theia counts as
-    running once its startsecs=5 has passed)."""
+    """Five services; the four the demo always has are running and ready (theia, with a
+    readiness probe, is running as soon as the probe passes, whatever its startsecs=5)."""
     demo.wait_running(*CORE)
     done = demo.podctl("status")
     assert done.returncode in (0, 3), done.stderr  # 3 only if the file monitor is down

@@ -485,3 +485,18 @@ def test_the_documented_diagram_is_the_table() -> None:
     assert documented == table_edges(), (
         "docs/LIFECYCLE.md's diagram differs from the table; this block is the table's:\n"
         + mermaid(table_edges()))
+
+
+def test_events_and_actions_are_frozen_values() -> None:
+    """Equal by type and fields, hashable, frozen, shown with their fields; a missing or
+    unknown field is refused."""
+    assert Spawned(PID, NOW) == Spawned(pid=PID, at=NOW)
+    assert StartProbes() != StopProbes()
+    assert Stop() == Stop(None) and hash(Stop()) == hash(Stop(None))
+    assert repr(Arm(Timer.KILL, 3.0)) == "Arm(timer=<Timer.KILL: 'kill'>, delay=3.0)"
+    with pytest.raises(AttributeError):
+        Stop().deadline = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError, match="pid is missing"):
+        Spawned(at=NOW)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="no such field"):
+        Stop(1.0, 2.0)  # type: ignore[call-arg]
