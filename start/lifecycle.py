@@ -426,8 +426,9 @@ def _start(phase: Phase, spec: ServiceSpec, waiting: tuple[str, ...],
     if not waiting:
         after, actions = _spawn(phase, spec)
         return after, cancel + actions
+    # No spawn may be left pending (on BACKOFF or LEFTOVERS): it would not wait for `after`.
     return replace(phase, state=State.WAITING, reason="waiting for " + ", ".join(waiting)), (
-        *cancel, Disarm(Timer.BACKOFF), AwaitDependencies(waiting))
+        *cancel, Disarm(Timer.BACKOFF), Disarm(Timer.LEFTOVERS), AwaitDependencies(waiting))
 
 
 def _spawn(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:

@@ -215,7 +215,8 @@ class Pod:
             await asyncio.wait_for(asyncio.shield(everything), timeout=timeout + 0.05)
         except TimeoutError:
             in_time = False
-            await self._kill_everything()
+            for service in self.services.values():
+                service.drain_kill()
             try:
                 await asyncio.wait_for(everything, timeout=KILL_REAP_GRACE)
             except TimeoutError:
@@ -228,10 +229,6 @@ class Pod:
             service.close_pumps()
         self.ctx.emit("drained", in_time=in_time)
         return in_time
-
-    async def _kill_everything(self) -> None:
-        for service in self.services.values():
-            service.drain_kill()
 
 
 def _describe(service: Service) -> str:

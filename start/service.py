@@ -123,8 +123,8 @@ class Service:
         self._probe_stops: set[asyncio.Task[None]] = set()
         self._pumps: list[Pump] = []
         self._log: ServiceLog | None = None
-        self._leftover_group: int | None = None  # the last run's group, until it is empty
-        self._leftover_deadline = 0.0
+        # The last run's process group, until it is empty, and how long a spawn waits for that.
+        self._leftovers: tuple[int, float] | None = None
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -421,15 +421,15 @@ class Service:
         self._feed(lifecycle.Spawned(proc.pid, proc.started_mono))
 
     def _leftovers_remain(self) -> bool:
-        group = self._leftover_group
-        if group is None:
+        if self._leftovers is None:
             return False
-        if group_exists(group) and self.ctx.clock() < self._leftover_deadline:
+        group, deadline = self._leftovers
+        if group_exists(group) and self.ctx.clock() < deadline:
             return True
         if group_exists(group):
             self.ctx.emit("leftovers_outlived_kill", service=self.name, group=group,
                           level="warning")
-        self._leftover_group = None
+        self._leftovers = None
         return False
 
     def _open_pumps(self, proc: ChildProcess) -> None:
@@ -455,8 +455,7 @@ class Service:
     def _on_reaped(self, proc: ChildProcess, status: int) -> None:
         proc.mark_reaped(status)
         proc.kill_leftovers()  # grandchildren go before anything starts again
-        self._leftover_group = proc.pid
-        self._leftover_deadline = self.ctx.clock() + LEFTOVER_WAIT
+        self._leftovers = (proc.pid, self.ctx.clock() + LEFTOVER_WAIT)
         if proc is not self._proc:
             return
         description, code = describe_status(status)
