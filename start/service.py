@@ -23,9 +23,7 @@ from healthz.model import ServiceSnapshot, State
 from start import lifecycle
 from start.catalogue import ServiceSpec
 from start.lifecycle import (
-    BACKOFF_BASE,
-    BACKOFF_CAP,
-    STABLE_RUN,
+    PACING,
     Action,
     Event,
     Pacing,
@@ -70,16 +68,10 @@ class EngineContext:
     exec_runner: ExecRunner | None = None  # None: a ReaperExecRunner on `reaper`, when needed
     metrics: Metrics | None = None  # set once the engine has one
     clock: Callable[[], float] = time.monotonic
-    backoff_base: float = BACKOFF_BASE
-    backoff_cap: float = BACKOFF_CAP
-    stable_run: float = STABLE_RUN
+    pacing: Pacing = PACING  # how fast restarts come back (tests shrink it)
     services: dict[str, Service] = field(default_factory=dict)
     # Spawned before the engine (start.early), by name; the boot adopts them.
     prespawned: dict[str, ChildProcess] = field(default_factory=dict)
-
-    @property
-    def pacing(self) -> Pacing:
-        return Pacing(self.backoff_base, self.backoff_cap, self.stable_run)
 
 
 class _Timers:

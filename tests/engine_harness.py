@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from start.catalogue import Catalogue, load_catalogue
+from start.lifecycle import Pacing
 from start.logs import Console
 from start.pod import Pod
 from start.reaper import Reaper
@@ -56,7 +57,7 @@ async def running_pod(catalogue_dir: Path, logs_dir: Path, **pacing: float
     recorder = Recorder()
     logs_dir.mkdir(parents=True, exist_ok=True)
     ctx = EngineContext(loop=loop, reaper=reaper, console=console, emit=recorder,
-                        logs_dir=logs_dir, base_env=dict(os.environ), **pacing)
+                        logs_dir=logs_dir, base_env=dict(os.environ), pacing=Pacing(**pacing))
     catalogue: Catalogue = load_catalogue(catalogue_dir)
     pod = Pod(catalogue, ctx, loader=lambda: load_catalogue(catalogue_dir))
     pod.boot()
