@@ -17,8 +17,8 @@ class State(enum.StrEnum):
 
     STOPPED = "stopped"  # not running and not asked to run
     WAITING = "waiting"  # asked to run, waiting for the services named in `after`
-    STARTING = "starting"  # spawned, inside startsecs / the startup window
-    RUNNING = "running"  # spawned and past startsecs
+    STARTING = "starting"  # spawned; its ready probe not passed yet (without one: startsecs)
+    RUNNING = "running"  # spawned and started (ready probe passed, or past startsecs)
     BACKOFF = "backoff"  # died; a restart is scheduled
     STOPPING = "stopping"  # stop signal sent, waiting for the process group to go
     EXITED = "exited"  # ended and autorestart says leave it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
 from healthz.model import State
@@ -253,3 +254,19 @@ async def test_readiness_turns_unready_after_failures_in_a_row(tmp_path: Path) -
         assert svc.ready
         await until(lambda: not svc.ready, 5, "unready")
         assert probe.consecutive_failures >= 3
+
+
+async def test_a_passing_ready_probe_ends_starting_whatever_startsecs(tmp_path: Path) -> None:
+    """With a readiness probe, its first pass makes the service running (startsecs=30 plays no
+    part), and an exit after that is a crash, not a failed start."""
+    catalogue = write_catalogue(
+        tmp_path / "cat", {"svc": {"command": TRAPPING, "startsecs": "30"}},
+        health={"svc": {"ready": "exec:true", "interval": "0.2s"}})
+    async with running_pod(catalogue, tmp_path / "logs") as (pod, events):
+        svc = pod.services["svc"]
+        await until(lambda: svc.state is State.RUNNING, 10, "RUNNING")
+        assert svc.ready
+        assert svc.send_signal(signal.SIGKILL)
+        await until(lambda: events.named("backoff", service="svc"), 5, "the restart")
+        assert [e["reason"] for e in events.named("backoff", service="svc")] == [
+            "signal 9 (SIGKILL)"]
