@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar, dataclass_transform
 
@@ -54,6 +55,11 @@ def backoff_delay(failures_in_a_row: int, base: float = BACKOFF_BASE,
 def counts_towards_budget(reason: str) -> bool:
     """Crash, exit and liveness restarts use up restart_budget; an operator's do not."""
     return reason not in OPERATOR_REASONS
+
+
+def over_budget(restart_times: Iterable[float], count: int, window: float, now: float) -> bool:
+    """More than `count` restarts inside the last `window` seconds (restart_budget)."""
+    return sum(1 for at in restart_times if at >= now - window) > count
 
 
 def stable(ran: float, spec: ServiceSpec, pacing: Pacing) -> bool:

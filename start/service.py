@@ -205,10 +205,10 @@ class Service:
         budget = self.spec.health.restart_budget
         if budget is None:
             return False
-        horizon = self.ctx.clock() - budget.window
-        while self._restart_times and self._restart_times[0] < horizon:
-            self._restart_times.popleft()
-        return len(self._restart_times) > budget.count
+        now = self.ctx.clock()
+        while self._restart_times and self._restart_times[0] < now - budget.window:
+            self._restart_times.popleft()  # older than the window: never needed again
+        return lifecycle.over_budget(self._restart_times, budget.count, budget.window, now)
 
     def snapshot(self) -> ServiceSnapshot:
         ready = self.ready

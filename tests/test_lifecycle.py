@@ -50,6 +50,7 @@ from start.lifecycle import (
     Timer,
     counts_towards_budget,
     emit,
+    over_budget,
     step,
 )
 from tests.support import ROOT
@@ -445,6 +446,14 @@ def test_operator_restarts_do_not_count_towards_the_budget() -> None:
     """Manual and reload restarts are an operator's; crashes, exits and liveness are not."""
     assert [counts_towards_budget(r) for r in ("manual", "reload", "crash", "exit",
                                                "liveness")] == [False, False, True, True, True]
+
+
+def test_the_budget_counts_restarts_inside_the_window_only() -> None:
+    """restart_budget 2/60s: a third restart inside the last minute is over it; older ones
+    have expired."""
+    assert not over_budget([50.0, 60.0], 2, 60.0, NOW)
+    assert over_budget([50.0, 60.0, 99.0], 2, 60.0, NOW)
+    assert not over_budget([10.0, 60.0, 99.0], 2, 60.0, NOW)
 
 
 # -- the diagram in docs/LIFECYCLE.md ---------------------------------------------------------
