@@ -329,7 +329,7 @@ Action = (Spawn | StartProbes | StopProbes | SignalGroup | Arm | Disarm | Emit |
 Actions = tuple[Action, ...]
 
 
-def emit(name: str, level: str = "info", **fields: object) -> Emit:
+def emit(name: str, *, level: str = "info", **fields: object) -> Emit:
     return Emit(name, tuple(fields.items()), level)
 
 
@@ -372,8 +372,8 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
         case DependenciesSettled(late):
             if phase.state is not State.WAITING or not phase.wanted:
                 return phase, ()
-            said: Actions = (emit("starting_anyway", "warning", not_ready=list(late)),) \
-                if late else ()
+            said: Actions = (emit("starting_anyway", level="warning", service=spec.name,
+                                  not_ready=list(late)),) if late else ()
             after, actions = _spawn(phase, spec)
             return after, said + actions
         case Spawned(pid, at):
@@ -385,7 +385,8 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
                 return phase, ()
             failed = replace(phase, last_exit=f"spawn failed: {error}", last_exit_code=None)
             after, actions = _failed_start(failed, spec, f"spawn failed: {error}", pacing)
-            return after, (emit("spawn_failed", "error", error=error), *actions)
+            return after, (emit("spawn_failed", level="error", service=spec.name, error=error),
+                           *actions)
         case StartsecsElapsed():
             if phase.state is not State.STARTING or phase.run is None or has_ready_probe(spec):
                 return phase, ()
@@ -396,7 +397,8 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
             if phase.settled:
                 return phase, ()
             return replace(phase, settled=True, settling=False), (
-                emit("not_ready_in_time", "warning", seconds=spec.health.start_timeout),
+                emit("not_ready_in_time", level="warning", service=spec.name,
+                     seconds=spec.health.start_timeout),
                 Settle())
         case ReadyPassed():
             if (phase.state not in (State.STARTING, State.RUNNING) or phase.run is None
@@ -419,7 +421,8 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
             cause = "drain deadline" if phase.halt.by_deadline else "stopwaitsecs"
             return replace(phase, killed_at_deadline=phase.killed_at_deadline
                            or phase.halt.by_deadline), (
-                emit("killed", "warning", pid=phase.run.pid, cause=cause),
+                emit("killed", level="warning", service=spec.name, pid=phase.run.pid,
+                     cause=cause),
                 SignalGroup(signal.SIGKILL))
         case DrainKill():
             if phase.run is None:
@@ -456,7 +459,7 @@ def _spawn(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:
 
 def _spawned(phase: Phase, spec: ServiceSpec, pid: int, at: float) -> tuple[Phase, Actions]:
     phase = replace(phase, state=State.STARTING, reason="", run=Run(pid, at), halt=None)
-    actions: Actions = (emit("spawned", pid=pid), StartProbes())
+    actions: Actions = (emit("spawned", service=spec.name, pid=pid), StartProbes())
     if has_ready_probe(spec):  # its verdict ends `starting`; startsecs plays no part
         return phase, (*actions, Arm(Timer.START_TIMEOUT, spec.health.start_timeout))
     if spec.startsecs > 0:
@@ -471,7 +474,8 @@ def _become_ready(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:
     assert phase.run is not None
     became = replace(phase, state=State.RUNNING, reason="", run=replace(phase.run, ready=True),
                      ever_ready=True, settled=True, settling=False)
-    return became, (Disarm(Timer.START_TIMEOUT), Disarm(Timer.SETTLE), Settle(), emit("ready"))
+    return became, (Disarm(Timer.START_TIMEOUT), Disarm(Timer.SETTLE), Settle(),
+                    emit("ready", service=spec.name))
 
 
 def _start_timed_out(phase: Phase, spec: ServiceSpec, now: float) -> tuple[Phase, Actions]:
@@ -481,8 +485,8 @@ def _start_timed_out(phase: Phase, spec: ServiceSpec, now: float) -> tuple[Phase
     timed_out = replace(phase, reason=f"not ready within start_timeout ({timeout:g}s)",
                         settled=True, settling=False)
     # Dependents start anyway: a broken dependency never blocks the pod.
-    said: Actions = (emit("start_timeout", "warning", seconds=timeout), Settle(),
-                     Disarm(Timer.SETTLE))
+    said: Actions = (emit("start_timeout", level="warning", service=spec.name, seconds=timeout),
+                     Settle(), Disarm(Timer.SETTLE))
     after, actions = _begin_stop(timed_out, spec, None, now, keep_reason=True, failed_start=True)
     return after, said + actions
 
@@ -497,7 +501,8 @@ def _liveness_failed(phase: Phase, spec: ServiceSpec, failures: int, reason: str
     in_window = not run.ready and now - run.started < spec.health.start_timeout
     if in_window or failures < spec.health.failures:
         return phase, ()
-    said = (emit("liveness_failed", "warning", failures=failures), CountRestart("liveness"))
+    said = (emit("liveness_failed", level="warning", service=spec.name, failures=failures),
+            CountRestart("liveness"))
     failing = replace(phase, wanted=True,
                       reason=f"liveness probe failed {failures} times: {reason}")
     after, actions = _begin_stop(failing, spec, None, now)
@@ -531,7 +536,8 @@ def _begin_stop(phase: Phase, spec: ServiceSpec, deadline: float | None, now: fl
                            reason=phase.reason if keep_reason else "",
                            halt=Halt(now + grace, by_deadline, failed_start))
         return stopping, (
-            emit("stopping", pid=phase.run.pid, signal=signal.Signals(spec.stopsignal).name),
+            emit("stopping", service=spec.name, pid=phase.run.pid,
+                 signal=signal.Signals(spec.stopsignal).name),
             SignalGroup(spec.stopsignal),
             SignalGroup(signal.SIGCONT),  # a stopped (hung) process must see the signal
             Arm(Timer.KILL, grace))
@@ -552,7 +558,8 @@ def _exited(phase: Phase, spec: ServiceSpec, status: str, code: int, ran: float,
         phase = replace(phase, failures_in_a_row=0, failed_starts=0)
     done: Actions = (Disarm(Timer.STARTSECS), Disarm(Timer.START_TIMEOUT), Disarm(Timer.KILL),
                      StopProbes(),
-                     emit("exited", pid=pid, status=status, ran_seconds=round(ran, 3)))
+                     emit("exited", service=spec.name, pid=pid, status=status,
+                          ran_seconds=round(ran, 3)))
     if was is State.STOPPING and not failed_start:
         if phase.wanted:  # a restart: come back at once
             after, actions = _spawn(phase, spec)
@@ -598,8 +605,8 @@ def _schedule_restart(phase: Phase, spec: ServiceSpec, reason: str, delay: float
                       why: str) -> tuple[Phase, Actions]:
     phase = replace(phase, state=state, reason=why)
     actions: Actions = (CountRestart(reason),
-                        emit("backoff", "warning" if state is State.BACKOFF else "error",
-                             delay_seconds=delay, reason=why))
+                        emit("backoff", level="warning" if state is State.BACKOFF else "error",
+                             service=spec.name, delay_seconds=delay, reason=why))
     if delay <= 0:
         after, more = _spawn(phase, spec)
         return after, actions + more

@@ -351,7 +351,7 @@ class Service:
             case lifecycle.Disarm(timer):
                 self._timers.disarm(timer)
             case lifecycle.Emit(name, fields, level):
-                self.ctx.emit(name, service=self.name, **dict(fields), level=level)
+                self.ctx.emit(name, **dict(fields), level=level)
             case lifecycle.CountRestart(reason):
                 self._count_restart(reason)
             case lifecycle.Settle():

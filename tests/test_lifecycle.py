@@ -26,6 +26,7 @@ from start.lifecycle import (
     DependenciesSettled,
     Disarm,
     DrainKill,
+    Emit,
     Event,
     Exited,
     Halt,
@@ -91,29 +92,34 @@ EXITED = Phase(State.EXITED, settled=True, ever_ready=True, last_exit="exit 0",
 STOPPED = Phase(settled=True, ever_ready=True)
 
 
+def said(name: str, level: str = "info", **fields: object) -> Emit:
+    """What the service logs: its name first, then the event's own fields."""
+    return emit(name, level=level, service="svc", **fields)
+
+
 def spawning(settle: bool = False) -> Actions:
     """A spawn; the first attempt since the last settle also starts the SETTLE timer."""
     return (Disarm(Timer.BACKOFF), *((Arm(Timer.SETTLE, 60.0),) if settle else ()), Spawn())
 
 
 def stopping(grace: float = 10.0) -> Actions:
-    return (emit("stopping", pid=PID, signal="SIGTERM"), SignalGroup(signal.SIGTERM),
+    return (said("stopping", pid=PID, signal="SIGTERM"), SignalGroup(signal.SIGTERM),
             SignalGroup(signal.SIGCONT), Arm(Timer.KILL, grace))
 
 
 def exiting(status: str, ran: float) -> Actions:
     return (Disarm(Timer.STARTSECS), Disarm(Timer.START_TIMEOUT), Disarm(Timer.KILL),
-            StopProbes(), emit("exited", pid=PID, status=status, ran_seconds=ran))
+            StopProbes(), said("exited", pid=PID, status=status, ran_seconds=ran))
 
 
 def backoff(reason: str, why: str, delay: float, level: str = "warning") -> Actions:
     later: Actions = (Arm(Timer.BACKOFF, delay),) if delay > 0 else spawning()
-    return (CountRestart(reason), emit("backoff", level, delay_seconds=delay, reason=why), *later)
+    return (CountRestart(reason), said("backoff", level, delay_seconds=delay, reason=why), *later)
 
 
-READY: Actions = (Disarm(Timer.START_TIMEOUT), Disarm(Timer.SETTLE), Settle(), emit("ready"))
+READY: Actions = (Disarm(Timer.START_TIMEOUT), Disarm(Timer.SETTLE), Settle(), said("ready"))
 STOP_NOW: Actions = (Disarm(Timer.BACKOFF), Disarm(Timer.LEFTOVERS), Disarm(Timer.SETTLE))
-SPAWNED: Actions = (emit("spawned", pid=PID), StartProbes())
+SPAWNED: Actions = (said("spawned", pid=PID), StartProbes())
 NEW_RUN = Run(PID, NOW)
 
 
@@ -202,7 +208,7 @@ TABLE: tuple[Row, ...] = (
         replace(WAITING, settling=True), spawning(settle=True)),
     Row("a dependency gave up getting ready: spawn anyway, and say so", WAITING,
         DependenciesSettled(("db",)), replace(WAITING, settling=True),
-        (emit("starting_anyway", "warning", not_ready=["db"]), *spawning(settle=True))),
+        (said("starting_anyway", "warning", not_ready=["db"]), *spawning(settle=True))),
     # -- spawned -------------------------------------------------------------------------
     Row("without a ready probe, startsecs decides", WANTED, Spawned(PID, NOW),
         replace(WANTED, state=State.STARTING, run=NEW_RUN),
@@ -232,21 +238,21 @@ TABLE: tuple[Row, ...] = (
     Row("a first failure is retried at once", WANTED, SpawnFailed("no such file"),
         replace(WANTED, state=State.BACKOFF, reason="spawn failed: no such file",
                 failed_starts=1, failures_in_a_row=1, last_exit="spawn failed: no such file"),
-        (emit("spawn_failed", "error", error="no such file"),
+        (said("spawn_failed", "error", error="no such file"),
          *backoff("crash", "spawn failed: no such file", 0.0))),
     Row("after waiting, the same", replace(WAITING, settling=True), SpawnFailed("x"),
         replace(WANTED, state=State.BACKOFF, reason="spawn failed: x", failed_starts=1,
                 failures_in_a_row=1, last_exit="spawn failed: x"),
-        (emit("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 0.0))),
+        (said("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 0.0))),
     Row("failures in a row back off", BACKOFF, SpawnFailed("x"),
         replace(BACKOFF, reason="spawn failed: x", failed_starts=1, failures_in_a_row=3,
                 last_exit="spawn failed: x", last_exit_code=None),
-        (emit("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 1.0))),
+        (said("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 1.0))),
     Row("past startretries: FATAL, retried at the cap", FATAL, SpawnFailed("x"),
         replace(FATAL, reason="spawn failed: x; failed to start 5 times in a row, retrying "
                 "every 30s", failed_starts=5, failures_in_a_row=5,
                 last_exit="spawn failed: x", last_exit_code=None),
-        (emit("spawn_failed", "error", error="x"),
+        (said("spawn_failed", "error", error="x"),
          *backoff("crash", "spawn failed: x; failed to start 5 times in a row, retrying every "
                   "30s", 30.0, "error"))),
     Row("past startretries from backoff: FATAL", replace(BACKOFF, failed_starts=3),
@@ -254,18 +260,18 @@ TABLE: tuple[Row, ...] = (
         replace(BACKOFF, state=State.FATAL, reason="spawn failed: x; failed to start 4 times in "
                 "a row, retrying every 30s", failed_starts=4, failures_in_a_row=3,
                 last_exit="spawn failed: x", last_exit_code=None),
-        (emit("spawn_failed", "error", error="x"),
+        (said("spawn_failed", "error", error="x"),
          *backoff("crash", "spawn failed: x; failed to start 4 times in a row, retrying every "
                   "30s", 30.0, "error"))),
     Row("respawn after a restart failed", RESPAWNING, SpawnFailed("x"),
         replace(RESPAWNING, state=State.BACKOFF, reason="spawn failed: x", failed_starts=1,
                 failures_in_a_row=1, last_exit="spawn failed: x"),
-        (emit("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 0.0))),
+        (said("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 0.0))),
     Row("a start after an exit failed", replace(EXITED, wanted=True), SpawnFailed("x"),
         replace(EXITED, state=State.BACKOFF, wanted=True, reason="spawn failed: x",
                 failed_starts=1, failures_in_a_row=1, last_exit="spawn failed: x",
                 last_exit_code=None),
-        (emit("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 0.0))),
+        (said("spawn_failed", "error", error="x"), *backoff("crash", "spawn failed: x", 0.0))),
     # -- startsecs, start_timeout, settle ------------------------------------------------
     Row("past startsecs without a probe: running and ready", STARTING, StartsecsElapsed(),
         replace(STARTING, state=State.RUNNING, run=Run(PID, 99.5, ready=True), settled=True,
@@ -276,26 +282,26 @@ TABLE: tuple[Row, ...] = (
         StartTimedOut(),
         replace(STARTING, state=State.STOPPING, reason="not ready within start_timeout (60s)",
                 settled=True, settling=False, halt=Halt(110.0, failed_start=True)),
-        (emit("start_timeout", "warning", seconds=60.0), Settle(), Disarm(Timer.SETTLE),
+        (said("start_timeout", "warning", seconds=60.0), Settle(), Disarm(Timer.SETTLE),
          *stopping()), PROBED),
     Row("settle: stopped, about to spawn", WANTED, SettleTimedOut(),
         replace(WANTED, settled=True, settling=False),
-        (emit("not_ready_in_time", "warning", seconds=60.0), Settle())),
+        (said("not_ready_in_time", "warning", seconds=60.0), Settle())),
     Row("settle: still waiting itself", replace(WAITING, settling=True), SettleTimedOut(),
         replace(WAITING, settled=True),
-        (emit("not_ready_in_time", "warning", seconds=60.0), Settle())),
+        (said("not_ready_in_time", "warning", seconds=60.0), Settle())),
     Row("settle: starting for longer than start_timeout", STARTING, SettleTimedOut(),
         replace(STARTING, settled=True, settling=False),
-        (emit("not_ready_in_time", "warning", seconds=60.0), Settle())),
+        (said("not_ready_in_time", "warning", seconds=60.0), Settle())),
     Row("settle: running and ready, settled already", RUNNING, SettleTimedOut(), RUNNING, ()),
     Row("settle: crash-looping since the first spawn",
         replace(BACKOFF, settled=False, settling=True), SettleTimedOut(),
         replace(BACKOFF, settled=True),
-        (emit("not_ready_in_time", "warning", seconds=60.0), Settle())),
+        (said("not_ready_in_time", "warning", seconds=60.0), Settle())),
     Row("settle: stopping, settled already", STOPPING, SettleTimedOut(), STOPPING, ()),
     Row("settle: fatal since the first spawn", replace(FATAL, settling=True),
         SettleTimedOut(), replace(FATAL, settled=True),
-        (emit("not_ready_in_time", "warning", seconds=60.0), Settle())),
+        (said("not_ready_in_time", "warning", seconds=60.0), Settle())),
     # -- probes --------------------------------------------------------------------------
     Row("the ready probe passed: starting is over", STARTING, ReadyPassed(),
         replace(STARTING, state=State.RUNNING, run=Run(PID, 99.5, ready=True), settled=True,
@@ -303,7 +309,7 @@ TABLE: tuple[Row, ...] = (
     Row("liveness failed `failures` times: restarted", RUNNING,
         LivenessFailed(3, "connection refused"),
         replace(RUNNING, state=State.STOPPING, halt=Halt(110.0)),
-        (emit("liveness_failed", "warning", failures=3), CountRestart("liveness"),
+        (said("liveness_failed", "warning", failures=3), CountRestart("liveness"),
          *stopping()), PROBED),
     Row("liveness failed fewer times than `failures`: nothing yet", RUNNING,
         LivenessFailed(2, "connection refused"), RUNNING, (), PROBED),
@@ -312,7 +318,7 @@ TABLE: tuple[Row, ...] = (
     Row("liveness failing past the startup window: restarted",
         replace(STARTING, run=Run(PID, 10.0)), LivenessFailed(3, "connection refused"),
         replace(STARTING, state=State.STOPPING, run=Run(PID, 10.0), halt=Halt(110.0)),
-        (emit("liveness_failed", "warning", failures=3), CountRestart("liveness"),
+        (said("liveness_failed", "warning", failures=3), CountRestart("liveness"),
          *stopping()), PROBED),
     # -- exited --------------------------------------------------------------------------
     Row("an exit before startsecs is a failed start", STARTING, Exited("exit 1", 1, 0.5),
@@ -382,12 +388,12 @@ TABLE: tuple[Row, ...] = (
     Row("fatal's retry: spawn", FATAL, BackoffElapsed(), replace(FATAL, settling=True),
         spawning(settle=True)),
     Row("stopwaitsecs passed: SIGKILL", STOPPING, KillDue(), STOPPING,
-        (emit("killed", "warning", pid=PID, cause="stopwaitsecs"),
+        (said("killed", "warning", pid=PID, cause="stopwaitsecs"),
          SignalGroup(signal.SIGKILL))),
     Row("the drain's deadline passed: SIGKILL, noted",
         replace(STOPPING, halt=Halt(103.0, by_deadline=True)), KillDue(),
         replace(STOPPING, halt=Halt(103.0, by_deadline=True), killed_at_deadline=True),
-        (emit("killed", "warning", pid=PID, cause="drain deadline"),
+        (said("killed", "warning", pid=PID, cause="drain deadline"),
          SignalGroup(signal.SIGKILL))),
     Row("a restart's process already gone: nothing to kill", RESPAWNING, KillDue(),
         RESPAWNING, ()),
