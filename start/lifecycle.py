@@ -359,13 +359,13 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
         return phase, ()
     match event:
         case Start(waiting):
-            return _start(phase, spec, waiting, now)
+            return _start(phase, spec, waiting)
         case Stop(deadline):
             return _stop(phase, spec, deadline, now)
         case Restart(reason, waiting):
             counted: Actions = (CountRestart(reason),)
             if phase.run is None:
-                after, actions = _start(phase, spec, waiting, now)
+                after, actions = _start(phase, spec, waiting)
                 return after, counted + actions
             after, actions = _begin_stop(replace(phase, wanted=True), spec, None, now)
             return after, counted + actions
@@ -432,8 +432,7 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
     raise AssertionError(f"unknown event {event!r}")  # pragma: no cover (exhaustive match)
 
 
-def _start(phase: Phase, spec: ServiceSpec, waiting: tuple[str, ...],
-           now: float) -> tuple[Phase, Actions]:
+def _start(phase: Phase, spec: ServiceSpec, waiting: tuple[str, ...]) -> tuple[Phase, Actions]:
     phase = replace(phase, wanted=True, failed_starts=0)
     if phase.state in (State.STARTING, State.RUNNING, State.STOPPING):
         return phase, ()  # STOPPING: the exit spawns again, since it is wanted
