@@ -153,4 +153,9 @@ def read_only_except(writable: tuple[Path, ...]) -> None:
             continue
         if point in writable:
             continue
+        if not point.exists():
+            # Hidden under a mount made since (the tmpfs over an exposed path's ancestors):
+            # nothing can reach it, so it needs no read-only remount. Container storage under
+            # a home directory (podman's overlays) ends up here.
+            continue
         mount("-o", "remount,bind,ro", str(point))
