@@ -26,11 +26,14 @@ from soak.faults import KINDS, Injector
 from soak.pod import HEALTH_PORT, ROOT, SoakPod, wait_for
 from soak.poller import Poller
 from soak.watch import ZombieWatch
+from start.boot import RELEASE_MEMORY_AFTER, TRIM_AFTER_WORK
 from start.catalogue import ServiceSpec, load_catalogue
-from start.engine import TRIM_HEAP_EVERY
 
 BOOT_DEADLINE = 60.0  # seconds from start to every service ready (a loaded machine)
-SETTLE_AFTER_BOOT = 11.0  # the engine trims its heap 10 s after boot: measure after that
+SETTLE_AFTER_BOOT = RELEASE_MEMORY_AFTER + 1  # the engine's first heap trim: measure after it
+# After work (a fault: a flood, restarts) the engine trims its heap TRIM_AFTER_WORK later, and
+# not again until more work comes: measure once that trim has happened.
+SETTLE_AFTER_WORK = TRIM_AFTER_WORK + 1
 DRAIN_DEADLINE = 40.0  # the engine's own default is 25 s
 PAUSE = (0.2, 1.0)  # seconds between two faults, drawn at random
 
@@ -133,17 +136,16 @@ def _soak(args: argparse.Namespace, pod: SoakPod, poller: Poller, zombies: Zombi
     for kind in KINDS:
         _inject(injector, pod, kind)
     wait_for(lambda: time.monotonic() - booted > SETTLE_AFTER_BOOT, 30, "the heap trim")
+    _wait_trimmed(pod, "after the warm-up")
     report["rss_warm"] = pod.rss()
     progress(f"warm-up done: RSS {report['rss_warm'] / 2**20:.1f} MiB; faults until "
              f"{args.duration:g}s")
     while time.monotonic() < until:
         _inject(injector, pod, None)
         time.sleep(injector.random.uniform(*PAUSE))  # the chaos's own rhythm
-    wait_for(lambda: all_ready(pod), 60, "every service ready after the last fault", 0.1)
     # Freed but not yet trimmed heap (a flood's read and stdout buffers) is not a leak: the end
-    # is measured after the engine's next heap trim, as the baseline was after its first.
-    settled = time.monotonic() + TRIM_HEAP_EVERY + 1
-    wait_for(lambda: time.monotonic() > settled, TRIM_HEAP_EVERY + 5, "the next heap trim")
+    # is measured after the heap trim that follows the last fault, as the baseline was.
+    _wait_trimmed(pod, "after the last fault")
     report["rss_end"] = pod.rss()
     report["leaked"] = leaked(pod)
     poller.stop()
@@ -153,6 +155,13 @@ def _soak(args: argparse.Namespace, pod: SoakPod, poller: Poller, zombies: Zombi
     code, took = pod.drain(DRAIN_DEADLINE)
     report["drain"] = {"exit_code": code, "seconds": round(took, 2)}
     progress(f"drained in {took:.2f}s, exit code {code}")
+
+
+def _wait_trimmed(pod: SoakPod, when: str) -> None:
+    """Every service ready again, then past the heap trim that the recovery's work armed."""
+    wait_for(lambda: all_ready(pod), 60, f"every service ready {when}", 0.1)
+    settled = time.monotonic() + SETTLE_AFTER_WORK
+    wait_for(lambda: time.monotonic() > settled, SETTLE_AFTER_WORK + 5, "the heap trim after work")
 
 
 def _inject(injector: Injector, pod: SoakPod, kind: str | None) -> None:

@@ -1,13 +1,13 @@
 """The supervisor's own events (spawned, exited, backoff, …) as structlog JSON on stdout.
 
 structlog is imported once the services' start-up burst is over (boot must be fast, see
-healthz.libraries); what happens before that is held and written, with its own timestamp,
-once structlog is ready.
+start.boot); what happens before that is held and written, with its own timestamp, once
+structlog is ready.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +23,12 @@ class EventLog:
         self.console = console
         self._held: list[tuple[str, str, dict[str, Any]]] = []
         self._logger: Any = None
+        self.on_event: Callable[[], None] | None = None  # start.boot trims the heap after work
 
     def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
         fields.setdefault("ts", _now())
+        if self.on_event is not None:
+            self.on_event()
         if self._logger is None:
             self._held.append((event, level, fields))
             return

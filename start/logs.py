@@ -43,6 +43,7 @@ class Console:
         self.pretty = fmt == "console" or (fmt == "auto" and os.isatty(fd))
         self.dropped: dict[str, int] = {}
         self.on_drop: Callable[[str, int], None] | None = None
+        self.on_output: Callable[[int], None] | None = None  # bytes of children's output
         self._pending: deque[Buffer] = deque()
         self._pending_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -67,6 +68,8 @@ class Console:
     def child_lines(self, service: str, stream: str, pid: int, chunk: bytes) -> None:
         """One chunk of whole lines from one pipe (or one piece of an over-long line): the log
         pump's hot path, so every step is one C-level operation over the whole chunk."""
+        if self.on_output is not None:
+            self.on_output(len(chunk))
         room = self.limit - self._pending_bytes
         if room <= 0:  # stdout is stalled: nothing of this chunk would fit, spare encoding it
             self._drop(service, chunk.count(b"\n") or 1)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from healthz.model import PodSnapshot, State, UnknownService, VerbFailed
 from start.catalogue import Catalogue
 from start.errors import ConfigError
+from start.looplag import LoopLag
 from start.service import EngineContext, Service
 
-HEARTBEAT = 1.0  # seconds between loop-lag measurements
 KILL_REAP_GRACE = 3.0  # after a SIGKILL, how long to wait for the kernel to let us reap
 
 
@@ -39,8 +39,7 @@ class Pod:
         self.started_up = False
         self.booted_at = time.time()
         self.reload_errors: tuple[str, ...] = ()
-        self._lag = 0.0
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._lag = LoopLag(ctx.loop)  # measured when asked: no heartbeat waking PID 1
         self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP beside a file change)
 
     # -- boot ---------------------------------------------------------------------------------
@@ -54,17 +53,9 @@ class Pod:
             if spec.autostart:
                 service = self.services[spec.name]
                 service.request_start(service.dependencies(), coming)
-        self._heartbeat = self.ctx.loop.create_task(self._beat())
-
-    async def _beat(self) -> None:
-        loop = self.ctx.loop
-        while True:
-            expected = loop.time() + HEARTBEAT
-            await asyncio.sleep(HEARTBEAT)
-            self._lag = max(0.0, loop.time() - expected)
 
     def loop_lag(self) -> float:
-        return self._lag
+        return self._lag.read()
 
     # -- faces --------------------------------------------------------------------------------
 
@@ -223,8 +214,7 @@ class Pod:
                 self.ctx.emit("drain_incomplete", level="error")
         if any(s.killed_at_deadline for s in self.services.values()):
             in_time = False
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self._lag.close()
         for service in self.services.values():
             service.close_pumps()
         self.ctx.emit("drained", in_time=in_time)
