@@ -64,6 +64,8 @@ class Result:
             return f"{value:.1f} MiB"
         if self.unit == "%":
             return f"{value:.2f} %"
+        if self.unit == "/s":
+            return f"{value:.2f}/s"
         if self.unit == "MB/s":
             return f"{value:.1f} MB/s"
         return f"{value:g} {self.unit}"

@@ -76,10 +76,15 @@ class HeapTrim:
         self._malloc_trim: Callable[[int], int] | None = None
         self._armed: asyncio.TimerHandle | None = None
         self._output = 0  # bytes of children's output since the last trim
-        self._flooding = False
+        self._after_flood = False  # the last trim followed a flood
 
     def enable(self, malloc_trim: Callable[[int], int]) -> None:
         self._malloc_trim = malloc_trim
+
+    @property
+    def pending(self) -> bool:
+        """Whether a trim is armed (never while nothing happens)."""
+        return self._armed is not None
 
     def after_work(self) -> None:
         if self._malloc_trim is not None and self._armed is None:
@@ -87,15 +92,14 @@ class HeapTrim:
 
     def after_output(self, size: int) -> None:
         """Children's output went through the log pump: work once it adds up to a flood, and
-        until a quiet TRIM_AFTER_WORK after one (so that a flood's tail is trimmed too)."""
+        the first output after a flood's trim (the flood's tail) too."""
         self._output += size
-        if self._output >= FLOOD_BYTES or self._flooding:
-            self._flooding = True
+        if self._output >= FLOOD_BYTES or self._after_flood:
             self.after_work()
 
     def _trim(self) -> None:
         self._armed = None
-        self._flooding = self._flooding and self._output > 0
+        self._after_flood = self._output >= FLOOD_BYTES
         self._output = 0
         if self._malloc_trim is not None:
             self._malloc_trim(0)

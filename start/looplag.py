@@ -32,6 +32,11 @@ class LoopLag:
             return self._lag
         return max(self._lag, now - self._expected)
 
+    @property
+    def pending(self) -> bool:
+        """Whether a timer is armed (only after a reading, until it has run)."""
+        return self._timer is not None
+
     def _arrived(self) -> None:
         if self._expected is not None:
             self._lag = max(0.0, self.loop.time() - self._expected)

@@ -10,10 +10,6 @@ from pathlib import Path
 from typing import Any
 
 DEBOUNCE = 0.5  # seconds of quiet after the last change before reloading
-# watchdog's dispatcher waits this long for an event before looking whether it should stop;
-# its default (1 s) woke an idle PID 1 every second for nothing. `stop` queues a sentinel that
-# ends the wait at once, so a long one delays nothing.
-IDLE_WAIT = 3600.0  # seconds
 
 
 class CatalogueWatcher:
@@ -38,7 +34,7 @@ class CatalogueWatcher:
                     return  # reads (ours included) are not changes
                 watcher.loop.call_soon_threadsafe(watcher._changed)
 
-        self._observer = Observer(timeout=IDLE_WAIT)
+        self._observer = Observer()
         for directory in self.directories:
             self._observer.schedule(Handler(), str(directory), recursive=True)
         self._observer.daemon = True

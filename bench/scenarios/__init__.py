@@ -40,7 +40,17 @@ Scenario = Callable[[Context], list[Result]]
 
 def registry() -> dict[str, Scenario]:
     """Scenario name → function, in the order of the report's table."""
-    from bench.scenarios import boot, cli, drain, health, idle, logpump, races, recovery
+    from bench.scenarios import (
+        boot,
+        cli,
+        drain,
+        health,
+        idle,
+        logpump,
+        races,
+        recovery,
+        wakeups,
+    )
 
     return {
         "spawn": boot.spawn_five,
@@ -54,6 +64,7 @@ def registry() -> dict[str, Scenario]:
         "grandchildren": races.grandchildren,
         "readyz": health.readyz,
         "idle": idle.idle,
+        "wakeups": wakeups.wakeups,
         "logpump": logpump.logpump,
         "status": cli.status,
     }
