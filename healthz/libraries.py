@@ -3,11 +3,12 @@
 At boot the services start together, and their start-up is a burst of CPU (interpreters and
 runtimes loading). Importing aiohttp and the health service costs about 200 ms of CPU; done
 right after the spawns it competes with them, and on a 2-core pod that delays the slowest
-service's start by as much. So the engine imports them once none of the services' processes
-has been runnable for `QUIET_SAMPLES` looks `QUIET_PERIOD` apart (they are waiting: on a port,
-a disk, a sleep), or `IMPORT_AT_LATEST` after the spawns, whichever comes first. A web probe
-and the health server wait for it (`ready()`); bare connects to a port that refuses need no
-aiohttp and go on meanwhile.
+service's start by as much. So the engine's boot (`start.boot`, which owns what is put off
+and when) imports them once none of the services' processes has been runnable for
+`QUIET_SAMPLES` looks `QUIET_PERIOD` apart (they are waiting: on a port, a disk, a sleep), or
+`IMPORT_AT_LATEST` after the spawns, whichever comes first. A web probe and the health server
+wait for it (`ready()`); bare connects to a port that refuses need no aiohttp and go on
+meanwhile.
 
 (A thread of low CPU priority was tried first and was slower: the import holds the GIL, and the
 loop waited for a thread the scheduler kept off the CPU.)

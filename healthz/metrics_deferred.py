@@ -1,10 +1,10 @@
 """The pod's metrics before prometheus-client is imported: what happens is held, then replayed.
 
 A pod's boot is a burst of CPU (every service importing and starting at once), and nothing
-scrapes /metrics before the pod is up. So the engine hands this in place of `PodMetrics` and
-builds the real one once its services are up, or at the first scrape if that comes first;
-everything pushed before (probe durations and failures, dropped log lines, rejected reloads)
-is replayed into it, so /metrics counts the boot too. Imports nothing heavy.
+scrapes /metrics before the pod is up. So the engine's boot (`start.boot`) hands this in place
+of `PodMetrics` and builds the real one once its services are up, or at the first scrape if
+that comes first; everything pushed before (probe durations and failures, dropped log lines,
+rejected reloads) is replayed into it, so /metrics counts the boot too. Imports nothing heavy.
 """
 
 from __future__ import annotations

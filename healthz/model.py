@@ -77,7 +77,8 @@ class Pod(Protocol):
     def snapshot(self) -> PodSnapshot: ...
 
     def loop_lag(self) -> float:
-        """Seconds the event loop was late on its last heartbeat (a stuck loop fails /livez)."""
+        """Seconds the event loop was late on its last lag timer, armed by the previous reading
+        (a stuck loop fails /livez)."""
         ...
 
     async def start_service(self, name: str) -> str: ...

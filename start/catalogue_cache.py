@@ -8,7 +8,7 @@ each file's stat taken before it was read, the files each `[include]` pattern ma
 whole environment (as a digest, so the key holds no value), the host name, /etc/passwd and
 /etc/group (`user=`), the parser's own code, and every executable and directory the checks
 found. Then the parse would give the same answer; the engine still parses again once its
-children are spawned, and applies a difference the way a reload does (`start.engine`).
+children are spawned, and applies a difference the way a reload does (`start.boot`).
 
 The file is a pickle: only one that this uid wrote, in a directory only this uid can write
 (`cache/`, 0700), is read, so another user of the pod cannot hand PID 1 code to run. Being the

@@ -4,7 +4,8 @@ Importing asyncio and the engine and setting up the loop take ~30 ms, and the se
 wait for nothing need none of it to start. So `coditect-start` spawns them first, with the
 engine's own `start.process.spawn`, and the engine adopts them as it boots
 (`EngineContext.prespawned`): their start-up, the slowest part of a pod's, begins that much
-sooner.
+sooner. This is step 1 of the boot's timeline (`start.boot`), the one that must run before
+asyncio is imported.
 
 A stop signal that arrives meanwhile is kept and acted on once the engine's handlers are in
 place. Without a handler of ours PID 1 would never see it: the kernel drops a signal whose
