@@ -90,7 +90,8 @@ class _SnapshotCollector(Collector):
             value=1.0 if snap.started_up else 0.0,
         )
         yield GaugeMetricFamily(
-            f"{PREFIX}_loop_lag_seconds", "How late the engine's event loop was on its last lag timer.",
+            f"{PREFIX}_loop_lag_seconds",
+            "How late the engine's event loop was on its last lag timer.",
             value=self._pod.loop_lag(),
         )
 
