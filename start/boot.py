@@ -27,8 +27,9 @@ is put off and the moment each piece is done. The timeline:
    trimmed and glibc's mmap threshold fixed (`release_boot_memory`).
 7. From then on the heap is trimmed after work only (`HeapTrim`): TRIM_AFTER_WORK after a
    supervisor event (a spawn, an exit, a reload) or FLOOD_BYTES of children's output, never
-   on a timer of its own: an idle PID 1 wakes only for its probes, the catalogue watcher and
-   what happens.
+   on a timer of its own; nor is the event loop's lag measured on a heartbeat, but when asked
+   (`start.looplag`): an idle PID 1 wakes only for its probes, the catalogue watcher and what
+   happens (bench scenario `wakeups`).
 """
 
 from __future__ import annotations
