@@ -86,8 +86,11 @@ def wakeups(ctx: Context) -> list[Result]:
     result = Result("wakeups", f"idle demo pod: PID 1's voluntary context switches over "
                     f"{window:g} s", "/s", f"≤ the probes' rate + {OWN_WAKEUPS:g}/s",
                     [main, threads, probes],
-                    limit="a web probe wakes the loop for its timer, its connect and its "
-                    "answer; the stand-ins' and nginx's answers are real events too")
+                    limit="each probe wakes the loop for its timer and, when its answer comes "
+                    "after the loop went back to sleep, once more (and so does the service's "
+                    "log line about it): the figure rises with the machine's load while PID 1 "
+                    "arms no timer of its own (strace: between two probes' timers one "
+                    "epoll_wait sleeps the whole gap)")
     floor = probes.median or 0.0
     result.met = main.median is not None and main.median <= floor + OWN_WAKEUPS
     return [result]
