@@ -11,8 +11,9 @@ from tests.support import ROOT
 
 EMITTING_PACKAGES = ("start", "healthz")
 EVENT_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-# How events are emitted: the engine's EventLog (`events(...)`, `ctx.emit(...)`) and structlog's
-# loggers (`log.error(...)`); stdlib logging's messages are sentences, never an event's name.
+# How events are emitted: the engine's EventLog (`events(...)`, `self.events(...)`,
+# `ctx.emit(...)`) and structlog's loggers (`log.error(...)`); stdlib logging's messages are
+# sentences, never an event's name.
 EMITTERS = {"events", "emit"}
 LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
 NOT_FIELDS = {"level"}  # the `level` key, documented in its own column
@@ -40,7 +41,7 @@ def emitted() -> dict[str, Emitted]:
                 logger_method = (isinstance(function, ast.Attribute)
                                  and function.attr in LOG_METHODS)
                 if not ((isinstance(function, ast.Name) and function.id in EMITTERS)
-                        or (isinstance(function, ast.Attribute) and function.attr == "emit")
+                        or (isinstance(function, ast.Attribute) and function.attr in EMITTERS)
                         or logger_method):
                     continue
                 event = found.setdefault(first.value, Emitted())
