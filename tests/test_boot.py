@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from start.boot import FLOOD_BYTES, HeapTrim
@@ -26,9 +27,10 @@ class Trims:
         return 1
 
 
-async def until(predicate: object, what: str) -> None:
+async def until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll `predicate` on the running loop until true; fail the test after DEADLINE."""
     deadline = time.monotonic() + DEADLINE
-    while not predicate():  # type: ignore[operator]
+    while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
 
