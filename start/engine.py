@@ -267,8 +267,13 @@ async def _start_health(pod: Pod, metrics: Metrics, settings: Settings,
         events("health_listener_failed", addr=settings.health_addr, error=str(error),
                level="error")
         # Also the one plain line a person reads first, as for every other refusal to run.
+        # The unix socket is bound after the TCP port: name the one that failed.
+        from start.mounts import run_dir_problem
+
         why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        sys.stderr.write(f"coditect-start: cannot serve health on {settings.health_addr}: "
+        problem = run_dir_problem(settings.run_dir)
+        sys.stderr.write(f"coditect-start: {problem}\n" if problem else
+                         f"coditect-start: cannot serve health on {settings.health_addr}: "
                          f"{why}; free it or set --health-addr / CODITECT_HEALTH_ADDR\n")
         return None
     events("health_listening", addr=settings.health_addr,
