@@ -67,9 +67,11 @@ def podman(*args: str, timeout: float = 60,
 
 def report(request: pytest.FixtureRequest, line: str) -> None:
     """A figure on the terminal, whatever pytest captures."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"image: {line}")
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"image: {line}")
 
 
 @dataclass
