@@ -72,6 +72,14 @@ def test_entrypoint_is_the_supervisor_as_pid_1() -> None:
     assert exec_form(only("CMD")) == []
 
 
+def test_base_image_is_an_argument() -> None:
+    """The final stage's base is `ARG BASE_IMAGE` (a local or mirrored base needs no borrowed
+    name); its default is a Node image on Debian bookworm."""
+    assert only("FROM").arguments == "${BASE_IMAGE}"
+    default = global_args()["BASE_IMAGE"]
+    assert default.startswith("node:") and "bookworm" in default, default
+
+
 def test_stop_signal_is_the_one_the_engine_drains_on() -> None:
     """STOPSIGNAL is SIGTERM, which coditect-start answers with its drain."""
     assert only("STOPSIGNAL").arguments == "SIGTERM"
