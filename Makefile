@@ -1,5 +1,5 @@
 # The same commands for people and for CI. `make demo` runs the pod; `make test` runs every test.
-.PHONY: demo test lint bench bench-quick soak bootstrap clean
+.PHONY: demo test lint bench bench-quick soak bootstrap clean image image-test clean-image
 
 bootstrap:
 	scripts/bootstrap
@@ -7,8 +7,23 @@ bootstrap:
 demo: bootstrap
 	scripts/demo
 
-test: bootstrap
+# The pod image is part of the set-up: `make test` builds it (once; after that from cache,
+# offline) so that tests/test_image.py can run it.
+test: bootstrap image
 	scripts/test
+
+# The pod image with podman, from Debian's packages and PyPI only (deploy/README.md).
+image:
+	scripts/image
+
+# The image in a container engine, as the StatefulSet runs it (tests/test_image.py).
+image-test: bootstrap image
+	.venv/bin/pytest -q tests/test_image.py $(PYTEST_ARGS)
+
+# The images and podman's store of this checkout's builds (under ~/.cache/coditect-pod).
+clean-image:
+	scripts/podman rm --all --force >/dev/null
+	scripts/podman rmi --all --force >/dev/null
 
 lint: bootstrap
 	.venv/bin/ruff check .

@@ -50,6 +50,7 @@ def prepare_directories(settings: Settings) -> int | None:
     """`.coditect` seeded and its logs writable, the run directory made; or the exit code after
     a one-line reason on stderr."""
     from coditect_init import InitError, prepare
+    from start.mounts import run_dir_problem
 
     try:
         prepare(settings.home, settings.template)
@@ -59,7 +60,12 @@ def prepare_directories(settings: Settings) -> int | None:
             sys.stderr.write(f"coditect-start: {logs} is not writable by uid {os.geteuid()}; "
                              "fix its owner or mode (services' logs go there)\n")
             return EXIT_RUNTIME
-        settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Before any child starts: the control socket goes there, and a pod without it
+        # cannot be steered (an engine's plain --tmpfs is root's, mode 0755).
+        problem = run_dir_problem(settings.run_dir)
+        if problem:
+            sys.stderr.write(f"coditect-start: {problem}\n")
+            return EXIT_RUNTIME
     except InitError as error:
         sys.stderr.write(f"coditect-start: {error}\n")
         return EXIT_RUNTIME

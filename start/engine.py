@@ -22,6 +22,7 @@ from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from start.events import EventLog
 from start.fdlimit import raise_own_limit
 from start.logs import Console
+from start.mounts import run_dir_problem
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
@@ -181,8 +182,11 @@ class Engine:
             self.events("health_listener_failed", addr=settings.health_addr, error=str(error),
                         level="error")
             # Also the one plain line a person reads first, as for every other refusal to run.
+            # The unix socket is bound after the TCP port: name the one that failed.
             why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            sys.stderr.write(f"coditect-start: cannot serve health on {settings.health_addr}: "
+            problem = run_dir_problem(settings.run_dir)
+            sys.stderr.write(f"coditect-start: {problem}\n" if problem else
+                             f"coditect-start: cannot serve health on {settings.health_addr}: "
                              f"{why}; free it or set --health-addr / CODITECT_HEALTH_ADDR\n")
             return None
         self.events("health_listening", addr=settings.health_addr,

@@ -60,6 +60,18 @@ def final_stage() -> tuple[Instruction, ...]:
     return tuple(every[last_from:])
 
 
+def global_args() -> dict[str, str]:
+    """The ARGs before the first FROM (the ones FROM lines may use), with their defaults."""
+    found: dict[str, str] = {}
+    for ins in instructions(DOCKERFILE.read_text()):
+        if ins.keyword == "FROM":
+            break
+        if ins.keyword == "ARG":
+            name, _, default = ins.arguments.partition("=")
+            found[name] = default
+    return found
+
+
 def only(keyword: str) -> Instruction:
     """The final stage's one instruction `keyword`; fails when there are none or several."""
     matching = [ins for ins in final_stage() if ins.keyword == keyword]

@@ -21,11 +21,13 @@ from tests.deploy_support import (
     copies,
     exec_form,
     final_stage,
+    global_args,
     image_env,
     instructions,
     nginx_listen_port,
     only,
     production_catalogue,
+    resolve_env,
     under,
 )
 from tests.support import ROOT
@@ -60,13 +62,22 @@ def test_hadolint_bites(tmp_path: Path) -> None:
     assert "DL3025" in result.stdout
 
 
-def test_cmd_is_the_supervisor_as_pid_1() -> None:
-    """CMD runs the package's `coditect-start` directly (exec form, no ENTRYPOINT, no shell), so
-    it is PID 1 and receives the stop signal itself."""
-    argv = exec_form(only("CMD"))
+def test_entrypoint_is_the_supervisor_as_pid_1() -> None:
+    """ENTRYPOINT runs the package's `coditect-start` directly (exec form, no shell), so it is
+    PID 1, receives the stop signal itself and the arguments of `run IMAGE ARGS`; CMD is empty,
+    so no base image's command is appended."""
+    argv = exec_form(only("ENTRYPOINT"))
     assert argv == ["coditect-start"]
     assert argv[0] in console_scripts()
-    assert not [ins for ins in final_stage() if ins.keyword == "ENTRYPOINT"]
+    assert exec_form(only("CMD")) == []
+
+
+def test_base_image_is_an_argument() -> None:
+    """The final stage's base is `ARG BASE_IMAGE` (a local or mirrored base needs no borrowed
+    name); its default is a Node image on Debian bookworm."""
+    assert only("FROM").arguments == "${BASE_IMAGE}"
+    default = global_args()["BASE_IMAGE"]
+    assert default.startswith("node:") and "bookworm" in default, default
 
 
 def test_stop_signal_is_the_one_the_engine_drains_on() -> None:
@@ -128,7 +139,7 @@ def test_every_program_of_the_catalogue_is_in_the_image() -> None:
                      for sources, dest, stage in copies() if stage == "binaries"
                      for src in sources]
     apt = next(ins for ins in final_stage() if "apt-get install" in ins.arguments)
-    base_image = only("FROM").arguments
+    base_image = resolve_env(only("FROM").arguments, global_args())
     for service in catalogue.services:
         program = service.argv[0]
         if program.startswith("/"):
