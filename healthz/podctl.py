@@ -110,6 +110,8 @@ def cmd_status(ctx: Context) -> int:
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():
             ctx.err.write(f"podctl: last reload rejected: {error}\n")
+        for problem in status.get("home_problems") or ():
+            ctx.err.write(f"podctl: warning: {problem} (logs go to stdout only)\n")
     if names:
         bad = [s for s in services if s.get("state") != "running" or not s.get("ready")]
         return NOT_RUNNING if bad else OK

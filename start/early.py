@@ -14,7 +14,6 @@ kubelet's SIGKILL.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from types import FrameType
@@ -46,22 +45,15 @@ def kept_signals() -> list[int]:
 
 
 def prepare_directories(settings: Settings) -> int | None:
-    """`.coditect` seeded and its logs writable, the run directory made; or the exit code after
-    a one-line reason on stderr."""
-    from coditect_init import InitError, prepare
+    """`.coditect` seeded (or its problems reported: they degrade the pod, they never stop
+    it, see start.homecheck), the run directory made; or the exit code after a one-line reason
+    on stderr."""
+    from start.homecheck import CONSEQUENCE, prepare_home
 
+    for problem in prepare_home(settings.home, settings.template):
+        sys.stderr.write(f"coditect-start: warning: {problem} — {CONSEQUENCE}\n")
     try:
-        prepare(settings.home, settings.template)
-        logs = settings.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        if not os.access(logs, os.W_OK | os.X_OK):
-            sys.stderr.write(f"coditect-start: {logs} is not writable by uid {os.geteuid()}; "
-                             "fix its owner or mode (services' logs go there)\n")
-            return EXIT_RUNTIME
         settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except InitError as error:
-        sys.stderr.write(f"coditect-start: {error}\n")
-        return EXIT_RUNTIME
     except OSError as error:
         sys.stderr.write(f"coditect-start: cannot create {error.filename}: {error.strerror}; "
                          "check the volume and its permissions\n")
