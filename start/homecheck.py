@@ -38,7 +38,7 @@ def prepare_home(home: Path, template: Path | None) -> list[str]:
         found.append(f"{home} could not be prepared: {error.strerror or error}")
     logs = home / "logs"
     try:
-        logs.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(mode=0o750, parents=True, exist_ok=True)
     except OSError as error:
         found.append(f"cannot create {logs}: {error.strerror or error}")
     else:

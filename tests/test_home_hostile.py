@@ -187,3 +187,75 @@ def test_open_regular_refuses_a_device_without_opening_it(tmp_path: Path) -> Non
             homefs.open_regular(fd, "dev", homefs.READ)
     finally:
         os.close(fd)
+
+
+def test_logs_are_private(tmp_path: Path) -> None:
+    """A boot makes logs/ 0750 and every log file 0640, also a home left 0755/0644 by an
+    older version; other users read nothing."""
+    catalogue = write_catalogue(tmp_path / "cat", {"talker": TALKER})
+    home = tmp_path / "home"
+    logs = home / "logs"
+    logs.mkdir(parents=True, mode=0o755)
+    logs.chmod(0o755)
+    (logs / "talker.log").write_bytes(b"from an older boot\n")
+    (logs / "talker.log").chmod(0o644)
+    pod = RunningPod(catalogue, home)
+    try:
+        wait_for(lambda: _regular_with(logs / "talker.log", b"hello"), 10, "the line")
+        pod.signal(signal.SIGTERM)
+        assert pod.wait(30) == 0
+    finally:
+        pod.stop()
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o750
+    assert stat.S_IMODE((logs / "talker.log").stat().st_mode) == 0o640
+    assert stat.S_IMODE((logs / "events.log").stat().st_mode) == 0o640
+
+
+def test_a_fresh_home_has_private_logs(tmp_path: Path) -> None:
+    """coditect_init creates logs/ 0750 and logs/events.log 0640, whatever the umask."""
+    old = os.umask(0)
+    try:
+        prepare(tmp_path / "home", None)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "home" / "logs").stat().st_mode) == 0o750
+    assert stat.S_IMODE((tmp_path / "home" / "logs" / "events.log").stat().st_mode) == 0o640
+
+
+def test_rotated_copies_stay_private(tmp_path: Path) -> None:
+    """Every file a rotation leaves is 0640, whatever the umask."""
+    logs = tmp_path / "home" / "logs"
+    logs.mkdir(parents=True)
+    old = os.umask(0)
+    try:
+        log = ServiceLog(logs / "svc.log", 100, 3, on_error=pytest.fail)
+        log.write(b"x" * 99 + b"\n" + b"y" * 99 + b"\n" + b"z\n")
+        log.close()
+    finally:
+        os.umask(old)
+    files = sorted(logs.iterdir())
+    assert [p.name for p in files] == ["svc.log", "svc.log.1", "svc.log.2"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}
+
+
+@pytest.mark.parametrize("what", ["fifo", "symlink"])
+def test_the_file_monitor_events_log_sets_aside_a_fifo_or_symlink(tmp_path: Path,
+                                                                   what: str) -> None:
+    """The file monitor's events.log: a FIFO is set aside (no blocked open), a symlink too
+    (its target keeps its bytes); events then go to a fresh regular 0640 file."""
+    from coditect_file_monitor.sink import RotatingFileSink
+
+    path = tmp_path / "events.log"
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"precious\n")
+    if what == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(outside)
+    sink = RotatingFileSink(str(path), max_bytes=0, backups=1)
+    sink.write('{"event": 1}')
+    sink.close()
+    assert _regular_with(path, b'{"event": 1}\n')
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert len(_asides(tmp_path, "events.log")) == 1
+    assert outside.read_bytes() == b"precious\n"
