@@ -18,7 +18,14 @@ from healthz.podctl_errors import FAILED, PodctlError, check_name
 
 TYPE_CHECKING = False  # spares the `typing` import at run time; mypy treats it as True
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, Protocol
+
+    class Output(Protocol):
+        """Where followed bytes go: a binary stream, or one that escapes control codes."""
+
+        def write(self, data: bytes, /) -> int: ...
+
+        def flush(self) -> None: ...
 
 DEFAULT_HOME = "/app/.coditect"
 _BLOCK = 64 * 1024
@@ -103,7 +110,7 @@ class Follower:
         self,
         path: str,
         log: BinaryIO,
-        out: BinaryIO,
+        out: Output,
         *,
         interval: float = 0.2,
         stop: threading.Event | None = None,

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coditect_init import homefs
+from healthz.controls import escape_controls
 from start.logs_json import Heads, encode
 
 # Bytes per read. 256 KiB reads measured no faster here and 1 MiB ones about 3x slower (fresh
@@ -74,8 +75,10 @@ class Console:
             return
         if self.pretty:
             head = self._prefix(service)
-            body = chunk if chunk.endswith(b"\n") else chunk + b"\n"
-            lines = body.replace(b"\n", b"\n" + head)  # raw bytes: a terminal shows them as is
+            body = escape_controls(chunk)  # for a person's eyes: no child's control code runs
+            if not body.endswith(b"\n"):
+                body += b"\n"
+            lines = body.replace(b"\n", b"\n" + head)
             length = len(lines) - len(head)
         else:
             head = self._heads(service, stream, pid)
