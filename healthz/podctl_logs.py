@@ -170,8 +170,8 @@ class Follower:
         if index is None:
             # Rotated away before we were done with its successors: the oldest file left is the
             # nearest we can get; say so rather than pretend nothing was lost.
-            sys.stderr.write(f"podctl: {self.path}: rotated faster than it was read; some "
-                             "lines were lost\n")
+            sys.stderr.write(f"podctl: {self.path}: rotated past its backups before it was "
+                             "read to the end; lines may be missing\n")
             sys.stderr.flush()
             return _open_or_none(self._name(oldest))
         if index == 0:

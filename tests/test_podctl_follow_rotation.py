@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 from typing import IO
 
+import pytest
+
+from healthz.podctl_logs import Follower
 from tests.support import ROOT, wait_for
 
 LINES = 200_000
@@ -76,3 +79,40 @@ def test_follow_sees_every_line_once_in_order_through_rapid_rotation(tmp_path: P
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_a_file_rotated_away_unread_is_said_and_following_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The held file rotated past the backups (deleted) before its successor was reached:
+    the follower finishes it, goes on with the oldest file left and the newest, and says on
+    stderr that lines may be missing."""
+    path = tmp_path / "svc.log"
+    path.write_bytes(b"a1\n")
+    out = _Lines()
+    with open(path, "rb", buffering=0) as held:
+        follower = Follower(str(path), held, out, interval=0.01)
+        os.rename(path, f"{path}.1")  # backups=1: a → .1, b new; b → .1 (a deleted), c new
+        path.write_bytes(b"b1\n")
+        os.rename(path, f"{path}.1")
+        path.write_bytes(b"c1\n")
+        runner = threading.Thread(target=follower.run, daemon=True)
+        runner.start()
+        try:
+            wait_for(lambda: out.data == b"a1\nb1\nc1\n", 10, lambda: f"three lines: {out.data!r}")
+        finally:
+            follower.stop.set()
+            runner.join(10)
+        follower.close()
+    assert "lines may be missing" in capsys.readouterr().err
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
