@@ -15,6 +15,8 @@ import os
 import sys
 from typing import BinaryIO, Protocol
 
+from coditect_init import homefs
+
 
 class Sink(Protocol):
     def write(self, line: str) -> None:
@@ -92,10 +94,26 @@ class RotatingFileSink:
 
     def _open(self) -> BinaryIO:
         if self._file is None:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across writes
+            self._file = os.fdopen(self._open_fd(), "ab")
             self._size = os.fstat(self._file.fileno()).st_size
         return self._file
+
+    def _open_fd(self) -> int:
+        """The log, opened without following a symlink or blocking on a FIFO (it lives on the
+        user's volume); what is not a regular file there is set aside for a fresh one."""
+        directory, name = os.path.split(self.path)
+        os.makedirs(directory or ".", exist_ok=True)
+        dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            try:
+                return homefs.open_regular(dir_fd, name, homefs.APPEND)
+            except homefs.NotRegular as wrong:
+                aside = homefs.set_aside(dir_fd, name)
+                print(f"coditect-file-monitor: {self.path} was {wrong.kind}; moved to "
+                      f"{aside}, a new log started", file=sys.stderr, flush=True)
+                return homefs.open_regular(dir_fd, name, homefs.APPEND | os.O_EXCL)
+        finally:
+            os.close(dir_fd)
 
     def _rotate(self) -> None:
         if self._file is not None:
@@ -103,7 +121,7 @@ class RotatingFileSink:
         self._drop_file()
         for n in range(self.backups - 1, 0, -1):
             older = f"{self.path}.{n}"
-            if os.path.exists(older):
+            if os.path.lexists(older):  # a symlink is renamed, never followed
                 os.replace(older, f"{self.path}.{n + 1}")
         os.replace(self.path, f"{self.path}.1")
 

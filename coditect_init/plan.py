@@ -19,10 +19,11 @@ from typing import Literal
 from . import settings as settings_json
 from .atomic import TEMP_PREFIX, Owner
 from .errors import EX_DATAERR, InitError, write_failed
+from .homefs import READ, aside_name, kind_of, open_dir_inside, open_regular
 from .report import Action, Kind
 from .template import SETTINGS, Entry, Template, check_readable
 
-Op = Literal["dir", "new", "replace"]
+Op = Literal["dir", "new", "replace", "aside"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ class Step:
     size: int
     source: Path | None = None
     content: bytes | None = None
+    to: str = ""  # "aside": the new name, in the same directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,12 @@ class _Planner:
         elif found.dangling:
             self.warnings.append(f"{self.home / entry.rel} is a dangling symlink; left alone")
             self.actions.append(Action("kept", entry.rel, "dangling symlink"))
+        elif _special(found.st.st_mode):
+            self._aside_special(found, entry.rel)
+            check_readable(entry)
+            self._add(Step("new", found.real, entry.mode, self.owner, entry.size,
+                           source=entry.source, content=None if entry.source else b""),
+                      entry.rel)
         elif self._is(entry.rel, found, stat.S_ISREG, "a regular file"):
             self.actions.append(Action("kept", entry.rel))
 
@@ -126,6 +134,11 @@ class _Planner:
             self.warnings.append(f"{self.home / SETTINGS} is a dangling symlink; left alone")
             self.actions.append(Action("kept", SETTINGS, "dangling symlink"))
             return
+        if _special(found.st.st_mode):
+            self._aside_special(found, SETTINGS)
+            self._add(Step("new", found.real, tpl.settings_mode, self.owner,
+                           len(tpl.settings_bytes), content=tpl.settings_bytes), SETTINGS)
+            return
         if not self._is(SETTINGS, found, stat.S_ISREG, "a regular file"):
             return
         st = found.st
@@ -134,9 +147,12 @@ class _Planner:
         owner = Owner(st.st_uid, st.st_gid) if os.geteuid() == 0 else None
         data = self._read(found.real)
         try:
+            if data is None:
+                raise settings_json.NotAnObject(
+                    f"larger than {settings_json.MAX_BYTES // (1 << 20)} MiB")
             merged = settings_json.merge(settings_json.parse(data), tpl.settings)
         except settings_json.NotAnObject as why:
-            self._set_aside(found.real, data, str(why), mode, owner)
+            self._set_aside(found.real, str(why), mode, owner)
             return
         if not merged.added:
             self.actions.append(Action("kept", SETTINGS))
@@ -146,23 +162,32 @@ class _Planner:
                                content=content))
         self.actions.append(Action("merged", SETTINGS, "added " + ", ".join(merged.added)))
 
-    def _set_aside(self, real: str, data: bytes, why: str, mode: int,
-                   owner: Owner | None) -> None:
-        stamp = self.now.strftime("%Y%m%dT%H%M%SZ")
-        aside, n = f"{real}.invalid-{stamp}", 1
-        while _exists(self.home / aside):
-            n += 1
-            aside = f"{real}.invalid-{stamp}-{n}"
-        # The copy aside is written first: if we are killed in between, both files exist.
-        self.steps.append(Step("new", aside, mode, owner, len(data), content=data))
+    def _set_aside(self, real: str, why: str, mode: int, owner: Owner | None) -> None:
+        directory, _, name = real.rpartition("/")
+        aside = _join(directory, aside_name(name, self.now, _names(self.home / directory)))
+        # Renamed, not copied: nothing to read or write however large it is. A kill before the
+        # template's copy is in place leaves no settings.json, which the next boot creates.
+        self.steps.append(Step("aside", real, 0, None, 0, to=aside.rpartition("/")[2]))
         tpl = self.template
-        self.steps.append(Step("replace", real, mode, owner, len(tpl.settings_bytes),
+        self.steps.append(Step("new", real, mode, owner, len(tpl.settings_bytes),
                                content=tpl.settings_bytes))
         self.actions.append(Action("set aside", aside, why))
         self.actions.append(Action("created", SETTINGS, "from the template"))
         self.warnings.append(f"{self.home / SETTINGS} was {why}; it was moved to "
                              f"{self.home / aside} and the template's settings.json "
                              "put in its place")
+
+    def _aside_special(self, found: _Found, rel: str) -> None:
+        """A FIFO, socket or device where a file belongs is renamed out of the way (opening
+        it could block or touch hardware); the file is then seeded as if it were missing."""
+        assert found.st is not None
+        directory, _, name = found.real.rpartition("/")
+        aside = _join(directory, aside_name(name, self.now, _names(self.home / directory)))
+        kind = kind_of(found.st.st_mode)
+        self.steps.append(Step("aside", found.real, 0, None, 0, to=aside.rpartition("/")[2]))
+        self.actions.append(Action("set aside", aside, f"was {kind}"))
+        self.warnings.append(f"{self.home / rel} was {kind}, not a regular file; it was moved "
+                             f"to {self.home / aside} and the template's copy put in its place")
 
     def _look(self, rel: str, parent: str) -> _Found | None:
         """What stands at `rel`, following a symlink only while it stays inside the home."""
@@ -212,14 +237,22 @@ class _Planner:
         self.steps.append(step)
         self.actions.append(Action(self.adding, shown))
 
-    def _read(self, real: str) -> bytes:
+    def _read(self, real: str) -> bytes | None:
+        """The file's bytes; None when it is larger than MAX_SETTINGS_BYTES (it is set aside
+        unread). Opened without following a symlink or blocking, and only if still regular."""
         path = self.home / real
+        directory, _, name = real.rpartition("/")
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            dir_fd = open_dir_inside(self.home, self.home / directory)
+            try:
+                fd = open_regular(dir_fd, name, READ)
+            finally:
+                os.close(dir_fd)
             with os.fdopen(fd, "rb") as f:
-                return f.read()
+                data = f.read(settings_json.MAX_BYTES + 1)
         except OSError as err:
             raise write_failed(err, path, "read") from None
+        return None if len(data) > settings_json.MAX_BYTES else data
 
     def _leftovers(self) -> tuple[str, ...]:
         found: list[str] = []
@@ -249,6 +282,19 @@ def _exists(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _special(mode: int) -> bool:
+    """A FIFO, socket or device: never anything a person keeps in a file's place."""
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode))
+
+
+def _names(directory: Path) -> set[str]:
+    try:
+        with os.scandir(directory) as it:
+            return {e.name for e in it}
+    except OSError:
+        return set()
 
 
 def _empty(home: Path) -> bool:

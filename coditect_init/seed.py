@@ -34,6 +34,10 @@ def apply(plan: Plan, home_fd: int) -> list[str]:
                 fd = dirs.fd(parent)
                 if step.op == "dir":
                     atomic.make_dir(fd, name, mode=step.mode, owner=step.owner)
+                elif step.op == "aside":
+                    # Within one directory, and rename() moves a symlink, never its target.
+                    os.rename(name, step.to, src_dir_fd=fd, dst_dir_fd=fd)
+                    os.fsync(fd)
                 elif step.op == "replace":
                     atomic.replace(fd, name, _content(step), mode=step.mode, owner=step.owner)
                 elif not atomic.write_new(fd, name, _content(step), mode=step.mode,

@@ -22,6 +22,8 @@ DIR_MODE = 0o755
 FILE_MODE = 0o644
 OWNER_RW = 0o600  # a seeded file is the user's to edit, even if the image's copy is read-only
 OWNER_RWX = 0o700
+LOGS_DIR_MODE = 0o750  # logs/ and what is in it: the owner, and the group reading
+LOG_FILE_MODE = 0o640
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,11 @@ def load(root: Path | None) -> Template:
     for name in LAYOUT_DIRS:
         found.setdefault(name, Entry(name, True, DIR_MODE))
     found.setdefault(EVENTS_LOG, Entry(EVENTS_LOG, False, FILE_MODE))
+    # Logs are private whatever the template says: a service's output may hold anything.
+    for rel, private in (("logs", LOGS_DIR_MODE), (EVENTS_LOG, LOG_FILE_MODE)):
+        entry = found[rel]
+        found[rel] = Entry(entry.rel, entry.is_dir, entry.mode & private, entry.size,
+                           entry.source)
     try:
         settings = parse(settings_bytes)
     except NotAnObject as err:

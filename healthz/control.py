@@ -115,6 +115,7 @@ class ControlRoutes:
             "started_up": snap.started_up,
             "booted_at": snap.booted_at,
             "reload_errors": list(snap.reload_errors),
+            "home_problems": list(snap.home_problems),
         })
 
     async def health(self, request: web.Request) -> web.Response:

@@ -210,6 +210,15 @@ def health_document(snap: PodSnapshot, *, private: bool) -> tuple[str, dict[str,
         "status": "fail" if snap.draining else "pass",
         "time": now,
     }]
+    if snap.home_problems:
+        # Degraded, not failed: the services run, only their log files are missing.
+        home: dict[str, object] = {"componentType": "system", "status": "warn", "time": now,
+                                   "observedValue": len(snap.home_problems)}
+        if private:
+            home["output"] = _one_line("; ".join(snap.home_problems))
+            outputs.append(f"home: {home['output']}")
+        checks["pod:home"] = [home]
+        worst = _worse(worst, "warn")
     if snap.draining:
         worst = "fail"
         outputs.insert(0, "the pod is draining")

@@ -86,6 +86,11 @@ class _SnapshotCollector(Collector):
             value=1.0 if snap.draining else 0.0,
         )
         yield GaugeMetricFamily(
+            f"{PREFIX}_home_degraded", "1 when $CODITECT_HOME could not be prepared at boot "
+            "(full or read-only volume): services run, their logs reach stdout only.",
+            value=1.0 if snap.home_problems else 0.0,
+        )
+        yield GaugeMetricFamily(
             f"{PREFIX}_started_up", "1 once every critical service has been ready since boot.",
             value=1.0 if snap.started_up else 0.0,
         )

@@ -52,6 +52,7 @@ class PodSnapshot:
     started_up: bool  # every critical service has been ready since boot
     booted_at: float
     reload_errors: tuple[str, ...] = ()
+    home_problems: tuple[str, ...] = ()  # $CODITECT_HOME could not be prepared (degraded)
 
     def service(self, name: str) -> ServiceSnapshot | None:
         return next((s for s in self.services if s.name == name), None)

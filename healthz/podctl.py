@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn
 
     from healthz.podctl_client import PodClient
+    from healthz.podctl_logs import Output
 
 READ_TIMEOUT = 10.0  # a question the pod answers from cached state
 VERB_TIMEOUT = 330.0  # an order waited on: the pod bounds the wait (stopwaitsecs, start window)
@@ -110,6 +111,8 @@ def cmd_status(ctx: Context) -> int:
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():
             ctx.err.write(f"podctl: last reload rejected: {error}\n")
+        for problem in status.get("home_problems") or ():
+            ctx.err.write(f"podctl: warning: {problem} (logs go to stdout only)\n")
     if names:
         bad = [s for s in services if s.get("state") != "running" or not s.get("ready")]
         return NOT_RUNNING if bad else OK
@@ -256,7 +259,11 @@ def cmd_logs(ctx: Context) -> int:
     path = log_path(ctx.home(), ctx.args.name)
     log = open_log(path)
     ctx.out.flush()
-    out = ctx.out.buffer
+    out: Output = ctx.out.buffer
+    if ctx.out.isatty():  # a person's terminal: show control codes, never run them
+        from healthz.controls import EscapingWriter
+
+        out = EscapingWriter(ctx.out.buffer)
     follower = Follower(path, log, out)
     try:
         out.write(tail(path, log, os.fstat(log.fileno()).st_size, ctx.args.lines))

@@ -8,14 +8,24 @@ are (a child may write anything), so output goes to a binary stream.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+import sys
 import threading
 
 from healthz.podctl_errors import FAILED, PodctlError, check_name
 
 TYPE_CHECKING = False  # spares the `typing` import at run time; mypy treats it as True
 if TYPE_CHECKING:
-    from typing import BinaryIO
+    from typing import BinaryIO, Protocol
+
+    class Output(Protocol):
+        """Where followed bytes go: a binary stream, or one that escapes control codes."""
+
+        def write(self, data: bytes, /) -> int: ...
+
+        def flush(self) -> None: ...
 
 DEFAULT_HOME = "/app/.coditect"
 _BLOCK = 64 * 1024
@@ -28,7 +38,7 @@ def log_path(home: str, name: str) -> str:
 
 def open_log(path: str) -> BinaryIO:
     try:
-        return open(path, "rb", buffering=0)
+        return _open_regular(path)
     except FileNotFoundError:
         raise PodctlError(
             FAILED,
@@ -66,32 +76,41 @@ def tail(path: str, log: BinaryIO, end: int, count: int) -> bytes:
     data, found = last_lines(log, end, count)
     if found < count:
         try:
-            with open(path + ".1", "rb", buffering=0) as older:
+            with _open_regular(path + ".1") as older:
                 before, _ = last_lines(older, os.fstat(older.fileno()).st_size, count - found)
         except OSError:
             before = b""
         if before and not before.endswith(b"\n"):
             before += b"\n"
         data = before + data
+    log.seek(end)  # following goes on from here, whatever was read backwards
     return data
 
 
 class Follower:
-    """`tail -F` for one log file: the same path, whatever file it names from one moment to
-    the next.
+    """`tail -F` for one log file that loses nothing across rotation.
 
-    After each quiet read it compares the file it holds with the one at `path`: a different
-    file (dev, inode) means a rotation, so the rest of the old file is read before the new
-    one is opened from its start; a file shorter than the offset was truncated in place, so
-    reading starts over. There is no portable change notification in the standard library,
-    so a quiet file is polled every `interval` seconds; `stop` ends the loop.
+    The file it holds is read to its end before any other; when the path names another file
+    (the engine rotated: `<name>.log` → `.1` → `.2` …), the next file read is the one that came
+    right after the held one, wherever rotation has moved it by then: the name one below the
+    held file's current one (`.3` after `.4`, the log itself after `.1`). So however many
+    rotations happen between two looks, every file is read once, in order, as long as it has
+    not been rotated past `_backups` before it is reached. A file shorter than the offset was
+    truncated in place, so reading starts over. There is no portable change notification in
+    the standard library, so a quiet file is polled every `interval` seconds; `stop` ends the
+    loop.
     """
+
+    # A rename in progress is seen at most for a moment: look again this soon.
+    RACE_RETRY = 0.005
+    # Rotated names looked at past the last one found: rotation leaves at most one gap.
+    GAP = 2
 
     def __init__(
         self,
         path: str,
         log: BinaryIO,
-        out: BinaryIO,
+        out: Output,
         *,
         interval: float = 0.2,
         stop: threading.Event | None = None,
@@ -107,15 +126,12 @@ class Follower:
         while not self.stop.is_set():
             if self._pass_on():
                 continue
-            try:
-                current = os.stat(self.path)
-            except FileNotFoundError:
-                current = None  # renamed away; the new file is not there yet
+            current = _stat(self.path)
             if current is not None and _identity(current) != ident:
                 self._pass_on(until_end=True)
-                try:
-                    fresh = open(self.path, "rb", buffering=0)  # noqa: SIM115 - kept open
-                except FileNotFoundError:
+                fresh = self._successor(ident)
+                if fresh is None:  # a rotation is half done; look again in a moment
+                    self.stop.wait(self.RACE_RETRY)
                     continue
                 self.log.close()
                 self.log = fresh
@@ -129,6 +145,46 @@ class Follower:
     def close(self) -> None:
         self.log.close()
 
+    def _name(self, index: int) -> str:
+        return self.path if index == 0 else f"{self.path}.{index}"
+
+    def _index_of(self, ident: tuple[int, int]) -> tuple[int | None, int]:
+        """Where the file `ident` is now (None: rotated away) and the oldest index seen."""
+        index, oldest, missing = 0, 0, 0
+        while missing <= self.GAP:
+            st = _stat(self._name(index))
+            if st is None:
+                missing += 1
+            else:
+                missing, oldest = 0, index
+                if _identity(st) == ident:
+                    return index, oldest
+            index += 1
+        return None, oldest
+
+    def _successor(self, ident: tuple[int, int]) -> BinaryIO | None:
+        """The file written right after `ident`, open; None when that cannot be known at this
+        instant (a rename in progress). A file only ever moves to a higher index, so if `ident`
+        is at index i both before and after opening i - 1, what was opened is its successor."""
+        index, oldest = self._index_of(ident)
+        if index is None:
+            # Rotated away before we were done with its successors: the oldest file left is the
+            # nearest we can get; say so rather than pretend nothing was lost.
+            sys.stderr.write(f"podctl: {self.path}: rotated past its backups before it was "
+                             "read to the end; lines may be missing\n")
+            sys.stderr.flush()
+            return _open_or_none(self._name(oldest))
+        if index == 0:
+            return None
+        fresh = _open_or_none(self._name(index - 1))
+        if fresh is None:
+            return None
+        after = _stat(self._name(index))
+        if after is None or _identity(after) != ident:
+            fresh.close()
+            return None
+        return fresh
+
     def _pass_on(self, until_end: bool = False) -> bool:
         """Copy what the held file has past the offset; whether there was anything."""
         moved = False
@@ -141,6 +197,30 @@ class Follower:
             moved = True
             if not until_end:
                 return moved
+
+
+def _stat(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _open_or_none(path: str) -> BinaryIO | None:
+    try:
+        return _open_regular(path)
+    except FileNotFoundError:
+        return None
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """Open for reading without following a symlink or blocking on a FIFO (the engine never
+    leaves either at a log's name); anything but a regular file is an OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def _identity(st: os.stat_result) -> tuple[int, int]:

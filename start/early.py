@@ -15,7 +15,6 @@ kubelet's SIGKILL.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from types import FrameType
@@ -47,28 +46,21 @@ def kept_signals() -> list[int]:
 
 
 def prepare_directories(settings: Settings) -> int | None:
-    """`.coditect` seeded and its logs writable, the run directory made; or the exit code after
-    a one-line reason on stderr."""
-    from coditect_init import InitError, prepare
+    """`.coditect` seeded (or its problems reported: they degrade the pod, they never stop
+    it, see start.homecheck), the run directory made and usable; or the exit code after a
+    one-line reason on stderr."""
+    from start.homecheck import CONSEQUENCE, prepare_home
     from start.mounts import run_dir_problem
 
+    for home_problem in prepare_home(settings.home, settings.template):
+        sys.stderr.write(f"coditect-start: warning: {home_problem} — {CONSEQUENCE}\n")
     try:
-        prepare(settings.home, settings.template)
-        logs = settings.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        if not os.access(logs, os.W_OK | os.X_OK):
-            sys.stderr.write(f"coditect-start: {logs} is not writable by uid {os.geteuid()}; "
-                             "fix its owner or mode (services' logs go there)\n")
-            return EXIT_RUNTIME
         # Before any child starts: the control socket goes there, and a pod without it
         # cannot be steered (an engine's plain --tmpfs is root's, mode 0755).
         problem = run_dir_problem(settings.run_dir)
         if problem:
             sys.stderr.write(f"coditect-start: {problem}\n")
             return EXIT_RUNTIME
-    except InitError as error:
-        sys.stderr.write(f"coditect-start: {error}\n")
-        return EXIT_RUNTIME
     except OSError as error:
         sys.stderr.write(f"coditect-start: cannot create {error.filename}: {error.strerror}; "
                          "check the volume and its permissions\n")

@@ -1,9 +1,10 @@
 """Log pumps: every byte a child writes goes to its log file (lossless, rotated) and, one JSON
 object a line, to the container's stdout (bounded: a blocked stdout drops, never blocks).
 
-The rotating file is supervisord's own handler (`supervisor.loggers.RotatingFileHandler`), so
-`stdout_logfile_maxbytes` / `_backups` rotate as they do under supervisord. We hand it whole
-lines only, so a line never straddles two files. The JSON copy is built a chunk at a time
+The rotating file rotates as supervisord's handler does (`stdout_logfile_maxbytes` /
+`_backups`), but every open and rename is relative to the logs directory's descriptor and
+refuses what is not a regular file (`coditect_init.homefs`). It gets whole lines only, so a
+line never straddles two files. The JSON copy is built a chunk at a time
 (`start.logs_json`): the pump's cost is per read, not per line.
 """
 
@@ -17,8 +18,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from coditect_init import homefs
+from healthz.controls import escape_controls
 from start.logs_json import Heads, encode
 
 # Bytes per read. 256 KiB reads measured no faster here and 1 MiB ones about 3x slower (fresh
@@ -76,8 +78,10 @@ class Console:
             return
         if self.pretty:
             head = self._prefix(service)
-            body = chunk if chunk.endswith(b"\n") else chunk + b"\n"
-            lines = body.replace(b"\n", b"\n" + head)  # raw bytes: a terminal shows them as is
+            body = escape_controls(chunk)  # for a person's eyes: no child's control code runs
+            if not body.endswith(b"\n"):
+                body += b"\n"
+            lines = body.replace(b"\n", b"\n" + head)
             length = len(lines) - len(head)
         else:
             head = self._heads(service, stream, pid)
@@ -169,7 +173,14 @@ class StructlogSink:
 
 
 class ServiceLog:
-    """$CODITECT_HOME/logs/<service>.log, rotated by supervisord's own handler.
+    """$CODITECT_HOME/logs/<service>.log, rotated as supervisord rotates it
+    (`stdout_logfile_maxbytes` / `_backups`: `<name>.log.1` is the newest older copy).
+
+    The file is opened through `coditect_init.homefs`: the logs directory is walked from the
+    home without following a symlink and kept open, so every open, rename and rotation is
+    relative to it; a FIFO, device, directory or symlink at the log's name is set aside
+    (`<name>.log.invalid-<time>`, reported once) and a fresh file started. Files are created
+    0640 and the directory made 0750: a service's output is its owner's.
 
     A log that cannot be opened or written (a full or read-only volume, a file of another
     user) never stops the service: the lines still reach the console, and `on_error` hears of
@@ -179,19 +190,39 @@ class ServiceLog:
 
     def __init__(self, path: Path, maxbytes: int, backups: int,
                  on_error: Callable[[str], None]) -> None:
-        from supervisor.loggers import RotatingFileHandler
-
         self.path = path
+        self.name = path.name
+        self.maxbytes = maxbytes
+        self.backups = backups
         self._on_error = on_error
         self._reported_at = -self.ERROR_EVERY
         self.failures = 0
-        self.handler: Any = None
+        self.fd: int | None = None
+        self._dir_fd: int | None = None
         self._size = 0
+        self._retry_at = 0.0
         try:
-            self.handler = RotatingFileHandler(str(path), "ab", maxbytes, backups)
-            self._size = self.handler.stream.tell()
+            # The logs directory lies in the home (its parent); a symlink may lead elsewhere
+            # inside it, never out.
+            self._dir_fd = homefs.open_dir_inside(path.parent.parent, path.parent)
+            homefs.make_private(self._dir_fd, homefs.PRIVATE_DIR)
+            self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except OSError as error:
             self._failed(f"cannot open {path}: {error.strerror or error}")
+
+    def _open(self, flags: int) -> None:
+        assert self._dir_fd is not None
+        try:
+            fd = homefs.open_regular(self._dir_fd, self.name, flags)
+        except homefs.NotRegular as wrong:
+            aside = homefs.set_aside(self._dir_fd, self.name)
+            # Reported at once, whatever the rate limit: it happens once per file.
+            self._on_error(f"{self.path} was {wrong.kind}; moved to {self.path.parent / aside}"
+                           " and a new log file started")
+            fd = homefs.open_regular(self._dir_fd, self.name, flags | os.O_EXCL)
+        homefs.make_private(fd, homefs.PRIVATE_FILE)
+        self.fd = fd
+        self._size = os.fstat(fd).st_size
 
     def _failed(self, message: str) -> None:
         self.failures += 1
@@ -201,35 +232,71 @@ class ServiceLog:
             self._on_error(message)
 
     def write(self, data: bytes) -> None:
-        """Whole lines (or a piece of an over-long one). What supervisor's emit() does for bytes
-        (write, flush, roll over past maxbytes) without its LogRecord, format check and tell()
-        per write; and a large write is cut after the line that reaches maxbytes, so a file
-        runs past maxbytes by one line at most, however much one read brought."""
-        handler = self.handler
-        if handler is None:
+        """Whole lines (or a piece of an over-long one), rolled over past maxbytes; a large
+        write is cut after the line that reaches maxbytes, so a file runs past maxbytes by one
+        line at most, however much one read brought."""
+        if self.fd is None and not self._reopened():
             self.failures += 1
             return
-        maxbytes = handler.maxBytes
+        assert self.fd is not None
+        maxbytes = self.maxbytes
         start = 0
         try:
             while start < len(data):
                 end = len(data)
                 if 0 < maxbytes < self._size + end - start:
                     end = data.find(b"\n", start + max(maxbytes - self._size, 1) - 1) + 1 or end
-                handler.stream.write(data if end - start == len(data) else
-                                     memoryview(data)[start:end])
-                handler.stream.flush()
+                view = memoryview(data)[start:end]
+                while view:
+                    view = view[os.write(self.fd, view):]
                 self._size += end - start
                 start = end
                 if 0 < maxbytes <= self._size:
-                    handler.doRollover()  # it checks the file's real position itself
-                    self._size = handler.stream.tell()
-        except (OSError, ValueError) as error:  # ValueError: a stream closed by a failed rollover
-            self._failed(f"cannot write {self.path}: {error}")
+                    self._rollover()
+        except OSError as error:
+            self._failed(f"cannot write {self.path}: {error.strerror or error}")
+
+    def _reopened(self) -> bool:
+        """After a failed open or rotation (a full volume), try again once a minute: a volume
+        that has room again gets its log back without a restart."""
+        now = time.monotonic()
+        if self._dir_fd is None or now < self._retry_at:
+            return False
+        self._retry_at = now + self.ERROR_EVERY
+        try:
+            self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        except OSError as error:
+            self._failed(f"cannot open {self.path}: {error.strerror or error}")
+            return False
+        return True
+
+    def _rollover(self) -> None:
+        """supervisord's doRollover, relative to the directory's descriptor: `.N-1` → `.N` …
+        `.1` → `.2`, the log → `.1`, a new log (renames replace, never follow, a symlink)."""
+        assert self.fd is not None and self._dir_fd is not None
+        os.close(self.fd)
+        self.fd = None
+        if self.backups <= 0:
+            self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            self._rename(f"{self.name}.{i}", f"{self.name}.{i + 1}")
+        self._rename(self.name, f"{self.name}.1")
+        self._open(os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    def _rename(self, old: str, new: str) -> None:
+        try:
+            os.rename(old, new, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        except FileNotFoundError:
+            pass
+        except OSError as error:  # e.g. a directory at `new`: that copy is skipped, not fatal
+            self._failed(f"cannot rotate {self.path.parent / old}: {error.strerror or error}")
 
     def close(self) -> None:
-        if self.handler is not None:
-            self.handler.close()
+        for fd in (self.fd, self._dir_fd):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self._dir_fd = None
 
 
 class Pump:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from healthz.model import PodSnapshot, State, UnknownService, VerbFailed
+from start import homecheck
 from start.catalogue import Catalogue
 from start.errors import ConfigError
 from start.looplag import LoopLag
@@ -66,7 +67,7 @@ class Pod:
             self.started_up = True
         return PodSnapshot(services=services, draining=self.draining,
                            started_up=self.started_up, booted_at=self.booted_at,
-                           reload_errors=self.reload_errors)
+                           reload_errors=self.reload_errors, home_problems=homecheck.problems())
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()

@@ -99,6 +99,7 @@ class RunningPod:
         args = [*wrapper, *args]  # e.g. prlimit: what the container gives PID 1
         if pid1:
             args = ["unshare", "--pid", "--fork", "--mount-proc", *args]
+        self.pid1 = pid1
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.started = time.monotonic()
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -129,7 +130,7 @@ class RunningPod:
     @property
     def engine_pid(self) -> int:
         """The engine's pid as seen from here (the child of `unshare` when it is PID 1)."""
-        if self.process.args[0] != "unshare":  # type: ignore[index]
+        if not self.pid1:
             return self.process.pid
 
         def child() -> int | None:

@@ -189,7 +189,7 @@ async def test_status_lists_every_service(pod: FakePod, tmp_path: Path) -> None:
         status, doc = await call(faces, "GET", "/v1/status")
     assert status == 200
     assert set(doc) == {"services", "ready", "draining", "started_up", "booted_at",
-                        "reload_errors"}
+                        "reload_errors", "home_problems"}
     assert [s["name"] for s in doc["services"]] == list(pod.services)
     theia = doc["services"][0]
     assert set(theia) == {
