@@ -151,8 +151,10 @@ class RunningPod:
 
     def wait_event(self, event: str, timeout: float = 10.0, count: int = 1,
                    **match: Any) -> list[dict[str, Any]]:
-        return wait_for(lambda: (found := self.events(event, **match)) and len(found) >= count
-                        and found, timeout, lambda: f"{count} × {event} {match}\n{self.tail()}")
+        matched: list[dict[str, Any]] = wait_for(
+            lambda: (found := self.events(event, **match)) and len(found) >= count and found,
+            timeout, lambda: f"{count} × {event} {match}\n{self.tail()}")
+        return matched
 
     def tail(self, n: int = 15) -> str:
         with self._lock:
