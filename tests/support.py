@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+def unmeasured() -> dict[str, str]:
+    """Our environment without coverage's variables: for a process whose memory or speed a test
+    measures, which coverage (when `make test` measures the suite) would weigh down."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith("COVERAGE_")}
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
              what: str | Callable[[], str] = "condition", interval: float = 0.01) -> Any:
     """Poll `predicate` until it is truthy; fail the test when `timeout` passes."""
