@@ -27,7 +27,7 @@ clean-image:
 
 lint: bootstrap
 	.venv/bin/ruff check .
-	.venv/bin/mypy start healthz coditect_init coditect_file_monitor soak
+	.venv/bin/mypy start healthz coditect_init coditect_file_monitor soak bench tests
 
 bench: bootstrap
 	scripts/bench

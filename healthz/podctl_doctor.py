@@ -220,7 +220,7 @@ def health_target(addr: str) -> tuple[str, int]:
     """Where to knock for `CODITECT_HEALTH_ADDR`: a wildcard listener is asked on loopback."""
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
-    if host in ("", "0.0.0.0", "*"):
+    if host in ("", "0.0.0.0", "*"):  # noqa: S104  # reads an address, binds nothing
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"

@@ -57,7 +57,7 @@ def preflight(user: str) -> None:
 def run_inside(args: argparse.Namespace) -> dict[str, object]:
     """The driver in its namespaces; its report (or SoakError with what it said)."""
     with tempfile.TemporaryDirectory(prefix="coditect-soak-") as base:
-        os.chmod(base, 0o755)
+        os.chmod(base, 0o755)  # noqa: S103  # a directory other uids must traverse
         argv = ["unshare", "--net", "--mount", "--propagation", "private", "--kill-child",
                 "--", sys.executable, "-m", "soak.inside", "--base", base, "--user", args.user,
                 "--duration", str(args.duration), "--seed", str(args.seed)]

@@ -89,7 +89,7 @@ class CatalogueCache:
             os.close(fd)
         import pickle  # here, as hashlib below: a first boot (no cache yet) never needs it
 
-        payload = pickle.loads(data)
+        payload = pickle.loads(data)  # noqa: S301  # our own 0600 file, see the docstring
         return payload if isinstance(payload, tuple) and len(payload) == 4 else None
 
     def _paths_hold(self, paths: tuple[tuple[str, ...], tuple[str, ...]]) -> bool:

@@ -25,9 +25,10 @@ class ReaperExecRunner:
 
     async def __call__(self, argv: Sequence[str], timeout: float) -> ExecOutcome:
         loop = asyncio.get_running_loop()
-        popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                 preexec_fn=restore_in_child())
+        # Popen returns once the child is exec'd; the reaper (not asyncio) waits for it.
+        popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,  # noqa: ASYNC220
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True, preexec_fn=restore_in_child())
         exited = self.reaper.wait_for(popen.pid)
         assert popen.stdout is not None
         fd = popen.stdout.fileno()

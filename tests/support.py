@@ -21,6 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+def unmeasured() -> dict[str, str]:
+    """Our environment without coverage's variables: for a process whose memory or speed a test
+    measures, which coverage (when `make test` measures the suite) would weigh down."""
+    return {name: value for name, value in os.environ.items()
+            if not name.startswith("COVERAGE_")}
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0,
              what: str | Callable[[], str] = "condition", interval: float = 0.01) -> Any:
     """Poll `predicate` until it is truthy; fail the test when `timeout` passes."""
@@ -152,8 +159,10 @@ class RunningPod:
 
     def wait_event(self, event: str, timeout: float = 10.0, count: int = 1,
                    **match: Any) -> list[dict[str, Any]]:
-        return wait_for(lambda: (found := self.events(event, **match)) and len(found) >= count
-                        and found, timeout, lambda: f"{count} × {event} {match}\n{self.tail()}")
+        matched: list[dict[str, Any]] = wait_for(
+            lambda: (found := self.events(event, **match)) and len(found) >= count and found,
+            timeout, lambda: f"{count} × {event} {match}\n{self.tail()}")
+        return matched
 
     def tail(self, n: int = 15) -> str:
         with self._lock:

@@ -77,7 +77,7 @@ async def test_loop_lag_arms_one_timer_per_reading_and_sees_a_blocked_loop() -> 
     assert not lag.pending
     assert lag.read() == 0.0
     assert lag.pending
-    time.sleep(0.3)  # the failure injected: the loop blocked, as by a stuck call
+    time.sleep(0.3)  # noqa: ASYNC251 - the failure injected: the loop blocked by a stuck call
     assert lag.read() >= 0.2
     await until(lambda: not lag.pending, "the lag timer")
     assert lag.read() >= 0.2

@@ -78,7 +78,7 @@ async def test_stale_socket_is_replaced_live_one_is_not(pod: FakePod, tmp_path: 
     async with running_faces(pod, tmp_path) as faces:
         assert (await faces.get("unix", "/readyz"))[0] == 200
         second = HealthServer(pod, PodMetrics(pod), tcp_addr=None, unix_path=path)
-        with pytest.raises(OSError) as info:
+        with pytest.raises(OSError, match="another process is serving") as info:
             await second.start()
         assert info.value.errno == errno.EADDRINUSE
         assert (await faces.get("unix", "/readyz"))[0] == 200  # still the first one's

@@ -40,7 +40,7 @@ from tests.demo_support import (
     running_demo,
     system_python,
 )
-from tests.support import ROOT, RunningPod, wait_for, write_catalogue
+from tests.support import ROOT, RunningPod, unmeasured, wait_for, write_catalogue
 
 
 class SharedDemo:
@@ -422,7 +422,9 @@ def test_logs_follow_across_rotation(tmp_path: Path) -> None:
         follower = subprocess.Popen(
             [*podctl_command(), "--home", str(home), "logs", "chatty", "-f", "-n", "3"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+            # Unmeasured: like `tail -F`, a follower that polls slower than chatty rotates
+            # (about every half second) skips a whole file; coverage slows it down that much.
+            env={**unmeasured(), "PYTHONPATH": str(ROOT)}, cwd=ROOT)
         out = bytearray()
         reader = threading.Thread(target=_collect, args=(follower, out), daemon=True)
         reader.start()

@@ -61,7 +61,7 @@ def test_rejects(text: str, words: str) -> None:
 
 def test_message_names_the_text_and_the_forms() -> None:
     """The message quotes the bad text and shows the accepted forms."""
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="'5 minutes'") as caught:
         parse_duration("5 minutes")
     assert "'5 minutes'" in str(caught.value)
     assert "500ms" in str(caught.value)

@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,15 +44,15 @@ early.spawn_first_wave = _slowly
 
 
 @pytest.fixture
-def widened(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+def widened(tmp_path: Path) -> tuple[dict[str, str], Path]:
     """Environment that holds the window open, and the file that appears when it opens; the
     window closes when the test writes the file's sibling `go` (wait_open does both)."""
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(WIDENED)
     mark = tmp_path / "window-open"
-    yield {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "EARLY_WINDOW_MARK": str(mark),
-           "EARLY_WINDOW_GO": str(tmp_path / "go")}, mark
+    return {"PYTHONPATH": f"{hook}{os.pathsep}{ROOT}", "EARLY_WINDOW_MARK": str(mark),
+            "EARLY_WINDOW_GO": str(tmp_path / "go")}, mark
 
 
 def wait_open(mark: Path) -> list[int]:

@@ -122,8 +122,9 @@ def test_crashed_childs_grandchildren_are_gone_before_restart(tmp_path: Path) ->
             assert not pid_alive(pid), f"grandchild {pid} outlived its parent's restart"
     finally:
         pod.stop()
-    for pid in [int(p) for p in pids.read_text().split()]:
-        wait_for(lambda pid=pid: not pid_alive(pid), 5, f"grandchild {pid} gone after drain")
+    recorded = [int(p) for p in pids.read_text().split()]
+    wait_for(lambda: not any(pid_alive(pid) for pid in recorded), 5,
+             lambda: f"grandchildren {[p for p in recorded if pid_alive(p)]} gone after drain")
 
 
 def test_missing_executable_is_one_line_exit_78_and_nothing_started(tmp_path: Path) -> None:

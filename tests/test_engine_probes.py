@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from tests.support import (
@@ -88,7 +89,7 @@ def test_exec_readiness_probe_through_the_engine(tmp_path: Path) -> None:
         runs = [line.split() for line in pids.read_text().splitlines()]
         for shell, background in runs[:-1]:  # the last one may still be running
             for pid in (int(shell), int(background)):
-                wait_for(lambda pid=pid: gone(pid), 2, f"probe process {pid} reaped")
+                wait_for(partial(gone, pid), 2, f"probe process {pid} reaped")
         assert zombies_of(pod.engine_pid) == []
 
         pod.signal(signal.SIGTERM)

@@ -881,7 +881,7 @@ async def _instant_runner(argv: Sequence[str], timeout: float) -> ExecOutcome:
 
 def test_loop_rejects_non_positive_interval() -> None:
     """An interval or timeout of 0 is a programming error, caught at construction."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be more than 0"):
         ProbeLoop(ProbeSpec.none(), 0.0, 1.0)
 
 

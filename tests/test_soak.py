@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from soak import report
-from tests.support import ROOT
+from tests.support import ROOT, unmeasured
 
 DURATION = 60  # seconds of faults; boot, warm-up checks and the drain add about 15
 
@@ -29,7 +29,8 @@ def test_soak_as_pid1_unprivileged_read_only(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "soak", "--duration", str(DURATION), "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=DURATION + 170, check=False)
+        cwd=ROOT, capture_output=True, text=True, timeout=DURATION + 170, check=False,
+        env=unmeasured())  # the pod's root is read-only: nowhere to save coverage data
     assert out.exists(), f"no report (exit {done.returncode}):\n{done.stderr[-3000:]}"
     found = json.loads(out.read_text())
     failed = {name: measured for name, (held, measured) in report.verdicts(found).items()
