@@ -143,7 +143,7 @@ def follow(home: Path) -> Iterator[tuple[Path, Sink, CountingStop]]:
     sink = Sink()
     stop = CountingStop()
     log = open(path, "rb", buffering=0)  # noqa: SIM115 - the follower closes it
-    follower = Follower(str(path), log, sink, interval=0.01, stop=stop)  # type: ignore[arg-type]
+    follower = Follower(str(path), log, sink, interval=0.01, stop=stop)
     thread = threading.Thread(target=follower.run)
     thread.start()
     yield path, sink, stop

@@ -27,7 +27,7 @@ HOSTILE = {
 }
 
 
-@pytest.fixture()
+@pytest.fixture
 def template(tmp_path: Path) -> Path:
     tpl = tmp_path / "tpl"
     tpl.mkdir()
