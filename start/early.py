@@ -93,5 +93,5 @@ def kill_unadopted(spawned: dict[str, ChildProcess]) -> None:
     """SIGKILL the process groups the engine never adopted (it failed before its boot), so
     that nothing runs unsupervised; the engine removes from `spawned` what it adopts."""
     for proc in spawned.values():
-        proc.signal_group(signal.SIGKILL)
+        proc.stop_signal(signal.SIGKILL)
     spawned.clear()

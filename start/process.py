@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from start.catalogue import ServiceSpec
 from start.fdlimit import restore_in_child
+from start.strays import MARK, marked, new_mark, signal_marked
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is in fcntl from 3.10
 
@@ -31,6 +32,7 @@ class ChildProcess:
     pid: int
     started_at: float  # wall clock
     started_mono: float
+    mark: str = ""  # in every descendant's environment (start.strays); "" for none
 
     @property
     def stdout_fd(self) -> int | None:
@@ -55,10 +57,24 @@ class ChildProcess:
             except ProcessLookupError:
                 return False
 
+    def stop_signal(self, signum: int) -> bool:
+        """A stop's signal: the group, and every descendant that left it (start.strays)."""
+        sent = self.signal_group(signum)
+        if self.mark:
+            sent = signal_marked(self.mark, signum) > 0 or sent
+        return sent
+
     def kill_leftovers(self) -> None:
-        """After the leader was reaped: SIGKILL what is left of its group before a restart."""
+        """After the leader was reaped: SIGKILL what is left of its group, and every process
+        that descended from this run in another group or session, before a restart."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
+        if self.mark:
+            signal_marked(self.mark, signal.SIGKILL)
+
+    def leftovers(self) -> bool:
+        """Whether anything of this run is still alive (a zombie not yet reaped counts)."""
+        return group_exists(self.pid) or bool(self.mark and marked(self.mark))
 
     def mark_reaped(self, status: int) -> None:
         # Tell Popen the pid is gone so it never calls waitpid on it (our reaper owns that).
@@ -103,7 +119,8 @@ def group_exists(pgid: int) -> bool:
 
 
 def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
-    env = {**base_env, **dict(spec.environment)}
+    mark = new_mark(spec.name)
+    env = {**base_env, **dict(spec.environment), MARK: mark}
     user: int | None = None
     group: int | None = None
     extra_groups: list[int] | None = None
@@ -141,4 +158,4 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
             os.set_blocking(stream.fileno(), False)
             _widen_pipe(stream.fileno())
     return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
-                        started_mono=time.monotonic())
+                        started_mono=time.monotonic(), mark=mark)

@@ -31,7 +31,7 @@ from start.lifecycle import (
     Timer,
 )
 from start.logs import Console, Pump, ServiceLog
-from start.process import ChildProcess, SpawnError, group_exists, spawn
+from start.process import ChildProcess, SpawnError, spawn
 from start.reaper import Reaper, describe_status
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Service:
         self._pumps: list[Pump] = []
         self._log: ServiceLog | None = None
         # The last run's process group, until it is empty, and how long a spawn waits for that.
-        self._leftovers: tuple[int, float] | None = None
+        self._leftovers: tuple[ChildProcess, float] | None = None
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -345,7 +345,8 @@ class Service:
                 self._stop_probes()
             case lifecycle.SignalGroup(signum):
                 if self._proc is not None:
-                    self._proc.signal_group(signum)
+                    # A stop reaches what left the group too (start.strays).
+                    self._proc.stop_signal(signum)
             case lifecycle.Arm(timer, delay):
                 self._timers.arm(timer, delay)
             case lifecycle.Disarm(timer):
@@ -415,11 +416,11 @@ class Service:
     def _leftovers_remain(self) -> bool:
         if self._leftovers is None:
             return False
-        group, deadline = self._leftovers
-        if group_exists(group) and self.ctx.clock() < deadline:
+        proc, deadline = self._leftovers
+        if proc.leftovers() and self.ctx.clock() < deadline:
             return True
-        if group_exists(group):
-            self.ctx.emit("leftovers_outlived_kill", service=self.name, group=group,
+        if proc.leftovers():
+            self.ctx.emit("leftovers_outlived_kill", service=self.name, group=proc.pid,
                           level="warning")
         self._leftovers = None
         return False
@@ -447,7 +448,7 @@ class Service:
     def _on_reaped(self, proc: ChildProcess, status: int) -> None:
         proc.mark_reaped(status)
         proc.kill_leftovers()  # grandchildren go before anything starts again
-        self._leftovers = (proc.pid, self.ctx.clock() + LEFTOVER_WAIT)
+        self._leftovers = (proc, self.ctx.clock() + LEFTOVER_WAIT)
         if proc is not self._proc:
             return
         description, code = describe_status(status)

@@ -244,8 +244,6 @@ def test_kill_9_of_a_service_is_respawned(pod: Pod) -> None:
     assert after["restarts"] > before["restarts"]
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="coditect-start does not yet end the processes a service leaves behind")
 def test_process_left_behind_by_a_service_is_cleaned_up(pod: Pod) -> None:
     """A process Theia leaves behind in a session of its own (as its terminals can) does not
     outlive Theia's restart."""
