@@ -27,7 +27,8 @@ from soak.pod import HEALTH_PORT, ROOT, SoakPod, wait_for
 from soak.poller import Poller
 from soak.watch import ZombieWatch
 from start.boot import RELEASE_MEMORY_AFTER, TRIM_AFTER_WORK
-from start.catalogue import ServiceSpec, load_catalogue
+from start.catalogue import ServiceSpec
+from start.catalogue import load as load_catalogue
 
 BOOT_DEADLINE = 60.0  # seconds from start to every service ready (a loaded machine)
 SETTLE_AFTER_BOOT = RELEASE_MEMORY_AFTER + 1  # the engine's first heap trim: measure after it

@@ -8,7 +8,7 @@ is put off and the moment each piece is done. The timeline:
 1. Before asyncio or the engine is imported (`start.early`, called by `start.cli`): stop
    signals are kept, `.coditect` is prepared, and the first wave of services is spawned; a
    warm boot (a container restart) takes that wave from the catalogue cache
-   (`start.catalogue_cache`) without importing the parser.
+   (`start.catalogue.cache`) without importing the parser.
 2. The engine's loop starts and adopts what was spawned (`EngineContext.prespawned`), then
    spawns the rest. Its own events are held (`start.events.EventLog`), each with its time.
 3. `import_libraries`: aiohttp and the health service are imported once none of the
@@ -41,9 +41,8 @@ from typing import TYPE_CHECKING
 
 from healthz import libraries
 from healthz.metrics_deferred import DeferredMetrics
-from start.catalogue_cache import files_unchanged
-from start.cli import report_invalid
-from start.errors import ConfigError
+from start.catalogue.cache import files_unchanged
+from start.errors import ConfigError, report_invalid
 from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
 
     from healthz.metrics import PodMetrics
     from start.catalogue import Catalogue
-    from start.catalogue_cache import CatalogueCache
+    from start.catalogue.cache import CatalogueCache
     from start.events import EventLog
     from start.pod import Pod
 

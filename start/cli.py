@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME, EXIT_USAGE
+from start.catalogue import load as load_catalogue
+from start.catalogue.cache import CatalogueCache
+from start.early import keep_signals, kill_unadopted, prepare_directories, spawn_first_wave
+from start.errors import (
+    EXIT_CONFIG,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_USAGE,
+    ConfigError,
+    report_invalid,
+)
+from start.settings import Settings
 
 EPILOG = """\
 environment (a flag wins over its variable):
@@ -30,23 +41,8 @@ exit codes:
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    catalogue: Path
-    overlay: Path | None
-    home: Path
-    template: Path | None
-    run_dir: Path
-    health_addr: str
-    drain_timeout: float
-    log_format: str
-    check_only: bool
-
-
 def default_catalogue() -> Path:
     """The catalogue installed with the package, beside the code that reads it."""
-    import importlib.util
-
     found = importlib.util.find_spec("coditect_pod_catalogue")
     if found is not None and found.submodule_search_locations:
         return Path(next(iter(found.submodule_search_locations)))
@@ -124,11 +120,7 @@ def run(argv: list[str] | None = None) -> int:
     environ.update(resolved)
     os.environ.update(resolved)
     if not settings.check_only:
-        from start.early import keep_signals
-
         keep_signals()  # from here a SIGTERM is never lost, however early it comes
-
-    from start.catalogue_cache import CatalogueCache
 
     # A warm boot (a container restart: $CODITECT_RUN survives it) takes the catalogue it
     # parsed last time, if nothing it depended on changed, and spawns without importing the
@@ -137,9 +129,6 @@ def run(argv: list[str] | None = None) -> int:
     catalogue = None if settings.check_only else cache.load()
     warm = catalogue is not None
     if catalogue is None:
-        from start.catalogue import load_catalogue
-        from start.errors import ConfigError
-
         try:
             catalogue = load_catalogue(settings.catalogue, overlay=settings.overlay,
                                        environ=environ)
@@ -153,8 +142,6 @@ def run(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"catalogue valid: {len(catalogue.services)} services ({names})\n")
         return EXIT_OK
 
-    from start.early import kill_unadopted, prepare_directories, spawn_first_wave
-
     failed = prepare_directories(settings)
     if failed is not None:
         return failed
@@ -162,6 +149,7 @@ def run(argv: list[str] | None = None) -> int:
     # adopts them as it boots (start/early.py).
     spawned = spawn_first_wave(catalogue, environ)
     try:
+        # Boot speed: asyncio and the engine (~30 ms) only once the first wave is spawned.
         from start.engine import boot_and_run
 
         return boot_and_run(settings, catalogue, environ, cache=cache, warm=warm,
@@ -170,12 +158,3 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_RUNTIME
     finally:
         kill_unadopted(spawned)  # only if the engine failed before adopting them
-
-
-def report_invalid(problems: list[str], outcome: str = "nothing started") -> None:
-    """Every problem on stderr, one a line, and the verdict (exit code 78 follows)."""
-    for problem in problems:
-        sys.stderr.write(f"coditect-start: {problem}\n")
-    sys.stderr.write(f"coditect-start: catalogue invalid ({len(problems)} "
-                     f"problem{'s' if len(problems) != 1 else ''}); {outcome}\n")
-    sys.stderr.flush()

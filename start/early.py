@@ -20,9 +20,9 @@ import sys
 from types import FrameType
 
 from start.catalogue import Catalogue, ServiceSpec
-from start.cli import Settings
 from start.errors import EXIT_RUNTIME
 from start.process import ChildProcess, SpawnError, become_subreaper, spawn
+from start.settings import Settings
 
 KEPT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _arrived: list[int] = []

@@ -15,8 +15,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from start.boot import Boot, watched_directories
-from start.catalogue import Catalogue, load_catalogue
-from start.cli import Settings
+from start.catalogue import Catalogue
+from start.catalogue import load as load_catalogue
 from start.early import kept_signals, kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from start.events import EventLog
@@ -26,11 +26,12 @@ from start.mounts import run_dir_problem
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
+from start.settings import Settings
 from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
     from healthz.server import HealthServer
-    from start.catalogue_cache import CatalogueCache
+    from start.catalogue.cache import CatalogueCache
     from start.process import ChildProcess
 
 

@@ -1,6 +1,9 @@
-"""Exit codes and the error types that carry them. Imports nothing, so anything may import it."""
+"""Exit codes, the error types that carry them, and how an invalid catalogue is told.
+Imports nothing of ours, so anything may import it."""
 
 from __future__ import annotations
+
+import sys
 
 EXIT_OK = 0  # every child stopped inside the drain deadline
 EXIT_RUNTIME = 1  # a runtime failure, or the drain deadline had to SIGKILL what was left
@@ -16,3 +19,12 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def report_invalid(problems: list[str], outcome: str = "nothing started") -> None:
+    """Every problem on stderr, one a line, and the verdict (exit code 78 follows)."""
+    for problem in problems:
+        sys.stderr.write(f"coditect-start: {problem}\n")
+    sys.stderr.write(f"coditect-start: catalogue invalid ({len(problems)} "
+                     f"problem{'s' if len(problems) != 1 else ''}); {outcome}\n")
+    sys.stderr.flush()

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from start.catalogue import Catalogue, load_catalogue
+from start.catalogue import Catalogue
+from start.catalogue import load as load_catalogue
 from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from start.catalogue import Catalogue, load_catalogue
+from start.catalogue import Catalogue
+from start.catalogue import load as load_catalogue
 from start.lifecycle import Pacing
 from start.logs import Console
 from start.pod import Pod

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from start.catalogue import Catalogue, load_catalogue
-from start.catalogue_files import MAX_FILE_BYTES
+from start.catalogue import Catalogue
+from start.catalogue import load as load_catalogue
+from start.catalogue.files import MAX_FILE_BYTES
 from start.errors import ConfigError
 from tests.support import PYTHON, ROOT, write_catalogue
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from start.catalogue import Catalogue, load_catalogue, stamp_of
-from start.catalogue_cache import CatalogueCache
+from start.catalogue import Catalogue
+from start.catalogue import load as load_catalogue
+from start.catalogue.cache import CatalogueCache
+from start.catalogue.spec import stamp_of
 from tests.support import RunningPod, write_catalogue
 
 ENVIRON = {"PATH": "/usr/bin:/bin", "HOME": "/root", "GREETING": "hello",

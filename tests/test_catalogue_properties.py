@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from healthz.spec import HealthSpec
-from start.catalogue import load_catalogue
-from start.catalogue_program import PROGRAM_KEYS
+from start.catalogue import load as load_catalogue
+from start.catalogue.program import PROGRAM_KEYS
 from start.errors import ConfigError
 
 HEALTH_KEYS = ("ready", "live", "interval", "timeout", "failures", "start_timeout", "after",

@@ -130,7 +130,7 @@ def test_an_early_child_that_exits_before_the_reaper_exists_is_its_services_exit
 
 
 def test_first_wave_is_what_the_boot_spawns_at_once() -> None:
-    from start.catalogue import load_catalogue
+    from start.catalogue import load as load_catalogue
     from start.early import first_wave
 
     catalogue = load_catalogue(ROOT / "supervisor" / "supervisord.conf",

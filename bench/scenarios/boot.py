@@ -68,7 +68,7 @@ def _demo_env(directory: Path) -> dict[str, str]:
 def demo_programs(directory: Path) -> tuple[list[Program], dict[str, str]]:
     """The demo pod's catalogue (overlay applied) as plain programs, and their environment:
     what supervisord and the floor run."""
-    from start.catalogue import load_catalogue
+    from start.catalogue import load as load_catalogue
 
     env = {**os.environ, **_demo_env(directory), "CODITECT_HOME": str(directory / "home"),
            "CODITECT_RUN": str(directory / "run"),

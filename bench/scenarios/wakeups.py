@@ -44,7 +44,7 @@ def voluntary_switches(pid: int, *, threads: bool) -> int:
 
 def probe_rate(env: dict[str, str]) -> float:
     """Probes due a second in the demo catalogue: each defined probe once per interval."""
-    from start.catalogue import load_catalogue
+    from start.catalogue import load as load_catalogue
 
     catalogue = load_catalogue(CATALOGUE, overlay=OVERLAY, environ=env)
     return sum(1 / spec.health.interval for spec in catalogue.services

@@ -1,29 +1,15 @@
-"""The catalogue: supervisord's dialect, read by the `supervisor` library, into frozen specs.
+"""What a catalogue means, frozen: the services the engine runs, and what they were read from.
 
-`[program:x]` sections are turned into `ProcessConfig` objects by supervisor's own
-`ServerOptions.processes_from_section` (`start.catalogue_program`), so every key keeps
-supervisord's meaning and default. The files (main file, `[include]`, the overlay) are read
-and merged by `start.catalogue_sources`, line by line (`start.catalogue_files`), so that every
-problem is collected with its file, line, section and key instead of stopping at the first;
-`start.catalogue_build` puts the services together and checks across them last
-(`start.catalogue_checks`). docs/CATALOGUE.md is the reference for what is accepted.
-
-This module holds only the frozen result and imports nothing heavy: the engine, and a warm
-boot that takes its catalogue from `start.catalogue_cache`, need the specs, not the parser.
+Imports nothing heavy: the engine, and a warm boot that takes its catalogue from
+`start.catalogue.cache`, need the specs, not the parser.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from healthz.spec import HealthSpec
-
-__all__ = ["Catalogue", "Provenance", "ServiceSpec", "load_catalogue", "stamp_of"]
+from healthz.spec import HealthSpec
 
 
 def stamp_of(path: str) -> tuple[int, ...]:
@@ -85,17 +71,3 @@ class Catalogue:
 
     def get(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
-
-
-def load_catalogue(
-    location: Path,
-    *,
-    overlay: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    check_executables: bool = True,
-) -> Catalogue:
-    """Read and check a catalogue; raise ConfigError listing every problem found."""
-    from start.catalogue_build import build_catalogue
-
-    return build_catalogue(location, overlay=overlay, environ=environ,
-                           check_executables=check_executables)

@@ -1,6 +1,6 @@
 """Building a catalogue: every [program:x] through supervisor, its [health:x] beside it, then
 the checks across services. Imported only when a catalogue is really parsed (a cold boot, a
-reload, `--check`): a warm boot starts from `start.catalogue_cache` without it, and without
+reload, `--check`): a warm boot starts from `start.catalogue.cache` without it, and without
 the `supervisor` library it imports.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 from healthz.names import is_service_name
 from healthz.spec import HealthSpec, parse_health_section
-from start import catalogue_program as program_
-from start.catalogue import Catalogue, Provenance, ServiceSpec
-from start.catalogue_checks import check_services, resolve
-from start.catalogue_sources import Sources
+from start.catalogue import program as program_
+from start.catalogue.checks import check_services, resolve
+from start.catalogue.sources import Sources
+from start.catalogue.spec import Catalogue, Provenance, ServiceSpec
 from start.errors import ConfigError
 
 MAX_SERVICES = 1000
@@ -34,14 +34,14 @@ UNSUPPORTED_SECTIONS = {
 }
 
 
-def build_catalogue(
+def build(
     location: Path,
     *,
     overlay: Path | None = None,
     environ: Mapping[str, str] | None = None,
     check_executables: bool = True,
 ) -> Catalogue:
-    """`start.catalogue.load_catalogue`'s work: read, build, check; ConfigError lists every
+    """`start.catalogue.load`'s work: read, build, check; ConfigError lists every
     problem found."""
     reader = Sources(dict(os.environ if environ is None else environ))
     try:

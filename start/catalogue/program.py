@@ -12,9 +12,13 @@ from __future__ import annotations
 import difflib
 import platform
 import re
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import supervisor.datatypes as d
+from supervisor.options import ServerOptions, UnhosedConfigParser
 
 MAX_NUMPROCS = 1000
 
@@ -55,8 +59,6 @@ _TOKEN = re.compile(
 
 def new_parser() -> Any:
     """supervisor's own parser class: `;`/`#` inline comments, repeated sections merged."""
-    from supervisor.options import UnhosedConfigParser
-
     return UnhosedConfigParser()
 
 
@@ -94,10 +96,8 @@ def _unknown_name(name: str, names: Mapping[str, object]) -> str:
 
 def key_value_pairs(text: str) -> dict[str, str]:
     """`A=1,B="x, y"` as supervisord reads `environment`."""
-    from supervisor.datatypes import dict_of_key_value_pairs
-
     try:
-        pairs: dict[str, str] = dict_of_key_value_pairs(text)
+        pairs: dict[str, str] = d.dict_of_key_value_pairs(text)
     except ValueError:
         raise
     except Exception as error:  # shlex and friends: a user's quoting, never a traceback
@@ -113,8 +113,6 @@ def base_names(here: str, program: str, group: str,
 
 
 def _converters() -> dict[str, Callable[[str], object]]:
-    from supervisor import datatypes as d
-
     table: dict[str, Callable[[str], object]] = {
         "autorestart": d.auto_restart, "stopsignal": d.signal_number,
         "exitcodes": d.list_of_exitcodes, "user": d.name_to_uid, "umask": d.octal_type,
@@ -218,8 +216,6 @@ def _check_ranges(values: dict[str, object], raw: dict[str, str], result: Progra
 
 def _build(parser: Any, section: str, group: str, values: dict[str, object],
            names: dict[str, object], configfile: str, result: Program) -> Program:
-    from supervisor.options import ServerOptions
-
     # A copy of the section without the log file names: we never write there, so a directory
     # that does not exist here must not fail a file supervisord's own host would accept.
     shadow = new_parser()
@@ -250,9 +246,7 @@ def _build(parser: Any, section: str, group: str, values: dict[str, object],
 
 
 def autorestart_word(config: Any) -> str:
-    from supervisor.datatypes import RestartUnconditionally
-
-    if config.autorestart is RestartUnconditionally:
+    if config.autorestart is d.RestartUnconditionally:
         return "true"
     return "false" if config.autorestart is False else "unexpected"
 
@@ -270,8 +264,6 @@ def _server_options(factory: Callable[[], Any]) -> Any:
     """supervisor's ServerOptions. Its constructor asks `tempfile` for a default childlogdir we
     never use, which raises on a read-only root filesystem without TMPDIR (found by the soak):
     for that one question any existing directory will do, since nothing is written there."""
-    import tempfile
-
     try:
         return factory()
     except FileNotFoundError:

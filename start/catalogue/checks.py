@@ -12,11 +12,10 @@ import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from start.catalogue import ServiceSpec
-    from start.catalogue_files import Place
+from start.catalogue.files import Place
+from start.catalogue.spec import ServiceSpec
 
 
 class Reporter(Protocol):

@@ -1,6 +1,6 @@
 """The catalogue's files (main file, `[include]`, overlay) merged into one parser.
 
-Each file is read and scanned alone (`start.catalogue_files`), then its sections are copied into
+Each file is read and scanned alone (`start.catalogue.files`), then its sections are copied into
 supervisor's `UnhosedConfigParser`, remembering the file and line of every section and key so
 that a problem found later still names them. `%(here)s` is the directory of the file that
 holds it, as in supervisord; includes do not nest, as in supervisord.
@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from start import catalogue_program as program_
-from start.catalogue import stamp_of
-from start.catalogue_files import Place, Scan, read_text, scan
+from start.catalogue import program as program_
+from start.catalogue.files import Place, Scan, read_text, scan
+from start.catalogue.spec import stamp_of
 
 MAX_INCLUDED_FILES = 1000
 

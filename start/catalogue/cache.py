@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from start.catalogue import Catalogue, stamp_of
+from start.catalogue.spec import Catalogue, stamp_of
 
 FORMAT = 1  # bump when what is stored changes shape
 DIRECTORY = "cache"
@@ -146,7 +146,7 @@ class CatalogueCache:
         """The executables and directories the parse found, to be found again on a hit."""
         if not self.check_executables:
             return (), ()
-        from start.catalogue_checks import resolve
+        from start.catalogue.checks import resolve
 
         default_path = self.environ.get("PATH", "")
         executables: list[str] = []
