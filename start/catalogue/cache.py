@@ -6,43 +6,51 @@ reads every file (~45 ms before the first fork); a cache hit needs neither. It i
 when everything the parse depended on is as it was: the same catalogue location and overlay,
 each file's stat taken before it was read, the files each `[include]` pattern matches, the
 whole environment (as a digest, so the key holds no value), the host name, /etc/passwd and
-/etc/group (`user=`), the parser's own code, and every executable and directory the checks
-found. Then the parse would give the same answer; the engine still parses again once its
-children are spawned, and applies a difference the way a reload does (`start.boot`).
+/etc/group (`user=`), the code that reads a catalogue (every Python file of the packages in
+CODE_PACKAGES, so a module added to them is covered without a list to keep), and every
+executable and directory the checks found. Then the parse would give the same answer; the
+engine still parses again once its children are spawned, and applies a difference the way a
+reload does (`start.boot`).
+
+The file holds no value of the environment: every text of the services in which one appears
+(a `%(ENV_JWT_SECRET)s` expanded into a service's `environment=` or command) is stored with the
+variable's name in its place, and filled in again from the environment on a hit, which the
+key guarantees is the same one. A value that only the command's own word splitting cut into
+pieces is not recognised (write such a value as one word).
 
 The file is a pickle: only one that this uid wrote, in a directory only this uid can write
-(`cache/`, 0700), is read, so another user of the pod cannot hand PID 1 code to run. Being the
-parsed catalogue, it holds what the catalogue expands into the services' `environment=`
-(a `%(ENV_JWT_SECRET)s` there is written in clear): the file is 0600, like the process
-environment it copies, and lives in the pod's emptyDir. Any
-doubt (missing, corrupt, foreign, another key) is a miss, and a miss is a normal parse.
+(`cache/`, 0700), is read, so another user of the pod cannot hand PID 1 code to run; it is
+0600. Any doubt (missing, corrupt, foreign, another key) is a miss, and a miss is a normal
+parse.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
+import importlib.util
 import itertools
 import os
+import re
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from start.catalogue.spec import Catalogue, stamp_of
 
-FORMAT = 1  # bump when what is stored changes shape
+FORMAT = 2  # bump when what is stored changes shape
 DIRECTORY = "cache"
 FILENAME = "catalogue.pickle"
 MAX_BYTES = 8 << 20  # a catalogue of a thousand services pickles to well under this
 MAX_GLOB_MATCHES = 1001  # as many as the parser looks at (it refuses more than 1000)
-# The modules whose code decides what a catalogue means: a new version is a new key.
-CODE = {"start": ("catalogue.py", "catalogue_build.py", "catalogue_checks.py",
-                  "catalogue_files.py", "catalogue_program.py", "catalogue_sources.py"),
-        "healthz": ("spec.py", "probe_spec.py", "durations.py", "model.py"),
-        "supervisor": ("options.py", "datatypes.py")}
+# The packages whose code decides what a catalogue means (this one, the [health:x] grammar in
+# healthz, the `supervisor` library): a change to any of their Python files is a new key.
+CODE_PACKAGES = ("start.catalogue", "healthz", "supervisor")
 SYSTEM_FILES = ("/etc/passwd", "/etc/group")
+T = TypeVar("T")
 
 
 class CatalogueCache:
@@ -65,11 +73,12 @@ class CatalogueCache:
             payload = self._read()
             if payload is None:
                 return None
-            version, key, paths, catalogue = payload
-            if version != FORMAT or key != self._key() or not isinstance(catalogue, Catalogue):
+            version, key, paths, sealed = payload
+            if version != FORMAT or key != self._key() or not isinstance(sealed, Catalogue):
                 return None
-            if not files_unchanged(catalogue) or not self._paths_hold(paths):
+            if not files_unchanged(sealed) or not self._paths_hold(paths):
                 return None
+            catalogue: Catalogue = _each_text(sealed, _Sealed, lambda t: t.opened(self.environ))
             return catalogue
         except Exception:  # a cache is an optimisation: whatever is wrong with it is a miss
             return None
@@ -87,7 +96,7 @@ class CatalogueCache:
                 data += chunk
         finally:
             os.close(fd)
-        import pickle  # here, as hashlib below: a first boot (no cache yet) never needs it
+        import pickle  # boot speed: a first boot (no cache yet) never needs it
 
         payload = pickle.loads(data)  # noqa: S301  # our own 0600 file, see the docstring
         return payload if isinstance(payload, tuple) and len(payload) == 4 else None
@@ -98,7 +107,7 @@ class CatalogueCache:
                 and all(os.path.isdir(d) for d in directories))
 
     def _key(self) -> tuple[object, ...]:
-        import hashlib  # here, not at the top: a cache that is never read costs nothing
+        import hashlib  # boot speed: a first boot (no cache yet) never needs it
 
         environment = hashlib.sha256(repr(sorted(self.environ.items())).encode(
             "utf-8", "surrogateescape")).hexdigest()
@@ -114,12 +123,16 @@ class CatalogueCache:
         Written to a temporary file and renamed over the old one, so a reader sees either."""
         if catalogue.provenance is None:
             return "the catalogue does not say what it was read from"
-        import pickle
+        import pickle  # boot speed: stored after the boot, as in _read
 
         temporary = self.directory / f".{FILENAME}.{os.getpid()}"
         try:
             paths = self._paths_checked(catalogue)
-            data = pickle.dumps((FORMAT, self._key(), paths, catalogue),
+            # The provenance is file names and stats, read on a hit before anything is opened.
+            plain = dataclasses.replace(catalogue, provenance=None)
+            sealed = dataclasses.replace(_each_text(plain, str, _Sealer(self.environ).seal),
+                                         provenance=catalogue.provenance)
+            data = pickle.dumps((FORMAT, self._key(), paths, sealed),
                                 protocol=pickle.HIGHEST_PROTOCOL)
             self.directory.mkdir(mode=0o700, exist_ok=True)
             if not _private(os.lstat(self.directory), directory=True):
@@ -146,6 +159,7 @@ class CatalogueCache:
         """The executables and directories the parse found, to be found again on a hit."""
         if not self.check_executables:
             return (), ()
+        # Boot speed: checks (difflib, shutil) is for a parse; a warm boot's `load` needs none.
         from start.catalogue.checks import resolve
 
         default_path = self.environ.get("PATH", "")
@@ -185,13 +199,57 @@ def _matches(pattern: str) -> tuple[str, ...]:
 
 
 def _code_stamps() -> tuple[object, ...]:
-    import importlib.util
-
+    """Each Python file of CODE_PACKAGES with its stat, found without importing them."""
     stamps: list[object] = []
-    for package, files in CODE.items():
+    for package in CODE_PACKAGES:
         spec = importlib.util.find_spec(package)
-        locations = list(spec.submodule_search_locations or ()) if spec else []
-        for name in files:
-            path = os.path.join(locations[0], name) if locations else name
-            stamps.append((path, stamp_of(path)))
+        for directory in (spec.submodule_search_locations or ()) if spec else ():
+            with os.scandir(directory) as entries:
+                paths = sorted(e.path for e in entries if e.name.endswith(".py"))
+            stamps.extend((path, stamp_of(path)) for path in paths)
     return tuple(stamps)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Sealed:
+    """A text of the catalogue as the file holds it: the literal pieces, with the name of the
+    variable whose value stood between each two (`pieces` alternates text, name, text, …)."""
+
+    pieces: tuple[str, ...]
+
+    def opened(self, environ: Mapping[str, str]) -> str:
+        return "".join(environ[p] if i % 2 else p for i, p in enumerate(self.pieces))
+
+
+class _Sealer:
+    """Finds the environment's values in a text, the longest first where two overlap."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.names = {value: name for name, value in sorted(environ.items()) if value}
+        values = sorted(self.names, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, values))) if values else None
+
+    def seal(self, text: str) -> str | _Sealed:
+        if self.pattern is None:
+            return text
+        pieces: list[str] = []
+        end = 0
+        for match in self.pattern.finditer(text):
+            pieces += [text[end:match.start()], self.names[match.group()]]
+            end = match.end()
+        return _Sealed((*pieces, text[end:])) if pieces else text
+
+
+def _each_text(value: Any, kind: type[T], change: Callable[[T], object]) -> Any:
+    """`value` with `change` applied to each `kind` (str when sealing, _Sealed when opening)
+    inside its dataclasses and tuples; what holds none is returned as it is."""
+    if isinstance(value, kind):
+        return change(value)
+    if isinstance(value, tuple):
+        items = tuple(_each_text(item, kind, change) for item in value)
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changed = {f.name: new for f in dataclasses.fields(value)
+                   if (new := _each_text(old := getattr(value, f.name), kind, change)) is not old}
+        return dataclasses.replace(value, **changed) if changed else value
+    return value
