@@ -5,6 +5,8 @@ The codes are a contract (docs/PODCTL.md, `podctl --help`): scripts and probes b
 
 from __future__ import annotations
 
+from healthz.names import RULE, is_service_name
+
 OK = 0
 FAILED = 1  # a verb failed; doctor found something required missing; pod not ready (is-ready)
 USAGE = 2  # malformed command line, bad signal, bad service name
@@ -22,19 +24,9 @@ class PodctlError(Exception):
 
 
 def check_name(name: str) -> str:
-    """A service name as the control API accepts it; anything else is a usage error.
-
-    The rule is the socket's (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, docs/CONTROL_API.md),
-    checked here before a name reaches a URL or a path: no `/` and no leading dot, so `logs`
-    can never leave `$CODITECT_HOME/logs`. (No `re`: the plain test is cheaper to import.)
-    """
-    if not 0 < len(name) <= 128 or name.startswith(".") or any(c not in _NAME_CHARS for c in name):
-        raise PodctlError(
-            USAGE,
-            f"bad service name {name!r}: letters, digits, '_', '.' and '-', "
-            "not starting with '.', at most 128",
-        )
+    """A service name as the control API accepts it (`healthz.names`, the same rule); anything
+    else is a usage error, found before a name reaches a URL or a path: `logs` can never leave
+    `$CODITECT_HOME/logs`."""
+    if not is_service_name(name):
+        raise PodctlError(USAGE, f"bad service name {name!r}: {RULE}")
     return name
-
-
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")

@@ -24,6 +24,7 @@ import pytest
 import healthz.server
 from healthz.metrics import PodMetrics
 from healthz.model import State
+from healthz.podctl_errors import PodctlError, check_name
 from healthz.server import HealthServer, bind_unix, parse_addr
 from tests.health_support import Faces, FakePod, default_pod_services, running_faces
 
@@ -298,6 +299,25 @@ async def test_names_are_checked_before_anything(pod: FakePod, tmp_path: Path) -
             assert "error" in doc
         status, _ = await call(faces, "POST", "/v1/services/../stop")
         assert status in (400, 404)
+    assert pod.calls == []
+
+
+NAMES_TO_AGREE_ON = ("-x", ".x", "x-", "x.", "_x", "9", "a.b-c_d", "x" * 128, "x" * 129, "a:b")
+
+
+async def test_podctl_and_the_server_agree_on_names(pod: FakePod, tmp_path: Path) -> None:
+    """A name podctl refuses (exit 2, no request) is one the server refuses (400), and one it
+    lets through the server looks up (404 here): one rule, `healthz.names`, on both sides."""
+    async with running_faces(pod, tmp_path) as faces:
+        for name in NAMES_TO_AGREE_ON:
+            try:
+                check_name(name)
+                podctl_refuses = False
+            except PodctlError:
+                podctl_refuses = True
+            status, _ = await call(faces, "POST", f"/v1/services/{name}/stop")
+            assert (status == 400) == podctl_refuses, name
+            assert status in (400, 404), name
     assert pod.calls == []
 
 

@@ -106,10 +106,10 @@ def test_good_names(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", ".", "..", ".hidden", "../x", "a/b", "x y", "x\x00", "é", "/etc", "x" * 129]
+    "name", ["", ".", "..", ".hidden", "../x", "a/b", "x y", "x\x00", "é", "/etc", "x" * 129, "-x"]
 )
 def test_bad_names(name: str) -> None:
-    """Nothing with a slash, a space, a non-ASCII letter or a leading dot, nor too long."""
+    """Nothing with a slash, a space, a non-ASCII letter or a leading dot or dash, nor too long."""
     with pytest.raises(PodctlError) as caught:
         check_name(name)
     assert caught.value.code == 2

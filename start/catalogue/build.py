@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from healthz.names import is_service_name
+from healthz.names import RULE, is_service_name
 from healthz.spec import HealthSpec, parse_health_section
 from start.catalogue import program as program_
 from start.catalogue.checks import check_services, resolve
@@ -231,8 +231,7 @@ class _Builder:
         name = str(config.name)
         if not is_service_name(name):
             self.problem(self.place(section, "process_name" if name != program else None),
-                         f"{name!r} cannot name a service: use letters, digits and '_', with "
-                         "'.' or '-' after the first character, at most 128 in all")
+                         f"{name!r} cannot name a service: use {RULE}")
             return None
         environment = {**self.pod_environment, **(config.environment or {})}
         try:
