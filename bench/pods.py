@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench import wait
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILDREN = ROOT / "bench" / "children"
@@ -37,17 +40,8 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
-             interval: float = 0.002) -> Any:
-    """Poll `predicate` until truthy; raise TimeoutError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+# The benchmarks' wait polls every 2 ms, not the tests' 10: a boot is timed by it.
+wait_for = functools.partial(wait.wait_for, interval=0.002)
 
 
 def pid_in_namespace(pid: int) -> int | None:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import http.client
 import urllib.parse
 
+from healthz.podctl_client import connect, exchange
 
-def http_status(url: str, timeout: float = 1.0, unix_socket: str | None = None) -> int | None:
+
+def http_status(url: str, timeout: float = 1.0) -> int | None:
     """The status code of GET `url`, or None when nothing answered in time."""
     parts = urllib.parse.urlsplit(url)
-    connection: http.client.HTTPConnection
-    if unix_socket is not None:
-        connection = UnixHTTPConnection(unix_socket, timeout=timeout)
-    else:
-        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1",
-                                                parts.port or 80, timeout=timeout)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                            timeout=timeout)
     try:
         connection.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
         response = connection.getresponse()
@@ -33,25 +31,6 @@ def answers(url: str, timeout: float = 1.0) -> bool:
 
 def http_request(method: str, path: str, unix_socket: str,
                  timeout: float = 10.0) -> tuple[int, bytes]:
-    """One request over a unix socket (the control socket); (status, body)."""
-    connection = UnixHTTPConnection(unix_socket, timeout=timeout)
-    try:
-        connection.request(method, path)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        import socket
-
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
+    """One request over the control socket, with podctl's own client; (status, body)."""
+    with connect(unix_socket, timeout) as sock:
+        return exchange(sock, method, path)

@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 
+from bench import wait
 from bench.pods import die_with_parent, pid_in_namespace
-from bench.pods import wait_for as bench_wait_for
 from healthz.podctl_client import PodClient
 from soak.errors import SoakError
 from soak.sandbox import Account, Sandbox
@@ -36,10 +36,10 @@ STANDIN_SEQ_INTERVAL = 0.05  # seconds between numbered lines of each stand-in (
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
              interval: float = 0.05) -> Any:
-    """The benchmark harness's wait, failing with SoakError (what the soak reports)."""
+    """The shared wait, failing with SoakError (what the soak reports)."""
     try:
-        return bench_wait_for(predicate, timeout, what, interval)
-    except TimeoutError as error:
+        return wait.wait_for(predicate, timeout, what, interval)
+    except wait.TimedOut as error:
         raise SoakError(str(error)) from None
 
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.wait import until as until  # where the engine tests have always found it
 from start.catalogue import Catalogue
 from start.catalogue import load as load_catalogue
 from start.lifecycle import Pacing
@@ -36,14 +37,6 @@ class Recorder:
     def times(self, event: str, **match: Any) -> list[float]:
         return [t for t, e, f in self.events
                 if e == event and all(f.get(k) == v for k, v in match.items())]
-
-
-async def until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,10 +170,3 @@ async def running_faces(pod: FakePod, tmp_path: Path, **kw: object) -> AsyncIter
         yield Faces(server, tcp, unix, socket_path)
 
 
-async def eventually(check: Callable[[], bool], *, timeout: float = 5.0, what: str = "") -> None:
-    """Poll `check` until it holds, failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {what or check}")
-        await asyncio.sleep(0.02)

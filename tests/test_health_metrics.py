@@ -17,11 +17,12 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.wait import until
 from healthz.metrics import PodMetrics
 from healthz.metrics_deferred import DeferredMetrics
 from healthz.model import State
 from healthz.proctree import ProcessTree
-from tests.health_support import FakePod, default_pod_services, eventually, running_faces, service
+from tests.health_support import FakePod, default_pod_services, running_faces, service
 from tests.support import unmeasured
 
 
@@ -178,7 +179,7 @@ async def test_metrics_endpoint_reports_a_real_tree(
     pod.update("theia", pid=tree_process.pid)
     pod.pids["theia"] = [tree_process.pid]
     parent = psutil.Process(tree_process.pid)
-    await eventually(lambda: len(parent.children(recursive=True)) == 2, what="two children")
+    await until(lambda: len(parent.children(recursive=True)) == 2, what="two children")
     members = [parent, *parent.children(recursive=True)]
     parent_rss = parent.memory_info().rss
     async with running_faces(pod, tmp_path) as faces:

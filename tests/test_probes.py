@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.wait import until
 from healthz.probes import (
     PROBE_KINDS,
     ExecOutcome,
@@ -35,13 +36,6 @@ from healthz.probes import (
 )
 
 TIMEOUT = 0.3  # per-probe limit in tests that expect a timeout
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll `predicate` until it holds, failing the test after `within` seconds."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 def process_gone(pid: int) -> bool:
@@ -428,7 +422,7 @@ async def test_exec_hang_is_killed_with_its_group() -> None:
     assert outcome.returncode is None
     pids = [int(line) for line in outcome.output.split()]
     assert len(pids) == 2
-    await eventually(lambda: all(process_gone(pid) for pid in pids))
+    await until(lambda: all(process_gone(pid) for pid in pids))
     result = await probe("exec:sh -c 'sleep 60'", TIMEOUT)
     assert (result.passed, result.reason) == (False, "timed out after 300ms")
 
@@ -440,7 +434,7 @@ async def test_exec_leftovers_die_with_the_command() -> None:
     assert time.monotonic() - started < 5
     assert outcome.returncode == 0
     leftover = int(outcome.output)
-    await eventually(lambda: process_gone(leftover))
+    await until(lambda: process_gone(leftover))
 
 
 async def test_exec_cancelled_probe_kills_the_group(tmp_path: Path) -> None:
@@ -448,12 +442,12 @@ async def test_exec_cancelled_probe_kills_the_group(tmp_path: Path) -> None:
     pidfile = tmp_path / "pids"
     command = f"exec:sh -c 'sleep 60 & echo $! $$ > {pidfile}; wait'"
     task = asyncio.ensure_future(probe(command, 30.0))
-    await eventually(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
+    await until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     pids = [int(word) for word in pidfile.read_text().split()]
-    await eventually(lambda: all(process_gone(pid) for pid in pids))
+    await until(lambda: all(process_gone(pid) for pid in pids))
 
 
 async def test_exec_output_is_bounded() -> None:
@@ -828,11 +822,11 @@ async def test_loop_stop_kills_exec_in_flight(loops: list[ProbeLoop], tmp_path: 
     pidfile = tmp_path / "pids"
     loop = make_loop(loops, f"exec:sh -c 'sleep 60 & echo $! $$ > {pidfile}; wait'", 5.0, 30.0)
     loop.start()
-    await eventually(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
+    await until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
     await loop.stop()
     runs = loop.runs
     pids = [int(word) for word in pidfile.read_text().split()]
-    await eventually(lambda: all(process_gone(pid) for pid in pids))
+    await until(lambda: all(process_gone(pid) for pid in pids))
     await loop.stop()  # twice is fine
     assert loop.runs == runs  # nothing probed after the stop
 

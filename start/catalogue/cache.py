@@ -111,7 +111,7 @@ class CatalogueCache:
 
         environment = hashlib.sha256(repr(sorted(self.environ.items())).encode(
             "utf-8", "surrogateescape")).hexdigest()
-        return (sys.version, _code_stamps(), str(self.location.absolute()),
+        return (sys.version, code_stamps(), str(self.location.absolute()),
                 None if self.overlay is None else str(self.overlay.absolute()),
                 self.check_executables, environment, os.uname().nodename,
                 tuple(stamp_of(path) for path in SYSTEM_FILES))
@@ -198,9 +198,9 @@ def _matches(pattern: str) -> tuple[str, ...]:
     return tuple(sorted(itertools.islice(glob.iglob(pattern), MAX_GLOB_MATCHES)))
 
 
-def _code_stamps() -> tuple[object, ...]:
+def code_stamps() -> tuple[tuple[str, tuple[int, ...]], ...]:
     """Each Python file of CODE_PACKAGES with its stat, found without importing them."""
-    stamps: list[object] = []
+    stamps: list[tuple[str, tuple[int, ...]]] = []
     for package in CODE_PACKAGES:
         spec = importlib.util.find_spec(package)
         for directory in (spec.submodule_search_locations or ()) if spec else ():
