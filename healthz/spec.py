@@ -7,7 +7,6 @@ Imports nothing heavy: the catalogue is read before the first child is spawned.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -15,6 +14,7 @@ from typing import Any
 
 from healthz.durations import parse_duration
 from healthz.probe_spec import ProbeSpec, parse_probe
+from healthz.spelling import did_you_mean
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
@@ -100,11 +100,9 @@ def parse_health_section(items: Mapping[str, str]) -> tuple[HealthSpec, list[Spe
 def _unknown_key(key: str) -> str:
     message = f"unknown key {key!r} in a [health:…] section"
     folded = key.lower().replace("-", "_")
-    close = [_ALIASES[folded]] if folded in _ALIASES else []
-    close = close or difflib.get_close_matches(folded, _PARSERS, n=1, cutoff=0.6)
-    if close:
-        return f"{message}; did you mean {close[0]!r}?"
-    return f"{message}; known keys: {', '.join(_PARSERS)}"
+    if folded in _ALIASES:
+        return f"{message}; did you mean {_ALIASES[folded]!r}?"
+    return message + (did_you_mean(folded, _PARSERS) or f"; known keys: {', '.join(_PARSERS)}")
 
 
 def _positive_duration(text: str) -> float:

@@ -6,7 +6,6 @@ the `supervisor` library it imports.
 
 from __future__ import annotations
 
-import difflib
 import os
 import shlex
 from collections.abc import Mapping
@@ -15,6 +14,7 @@ from typing import Any
 
 from healthz.names import RULE, is_service_name
 from healthz.spec import HealthSpec, parse_health_section
+from healthz.spelling import did_you_mean
 from start.catalogue import program as program_
 from start.catalogue.checks import check_services, resolve
 from start.catalogue.sources import Sources
@@ -66,6 +66,11 @@ def build(
     )
 
 
+def _kind_hint(kind: str, rest: str) -> str:
+    """`; did you mean [program:x]?` for a section whose kind is nearly a known one."""
+    return did_you_mean(kind, KNOWN_KINDS, lambda close: f"[{close}{rest}]")
+
+
 class _Builder:
     """Services from the merged sections: each [program:x] through supervisor, its
     [health:x] beside it, then the checks across services."""
@@ -104,8 +109,7 @@ class _Builder:
                                   if section.startswith(p)), None):
                 self.problem(where, message)
             else:
-                close = difflib.get_close_matches(kind, KNOWN_KINDS, n=1)
-                hint = f"; did you mean [{close[0]}{colon}{name}]?" if close else ""
+                hint = _kind_hint(kind, colon + name)
                 self.problem(where, "unknown section kind; expected [program:NAME], "
                              "[health:NAME], [group:NAME], [include] or [supervisord]" + hint)
 
@@ -133,7 +137,7 @@ class _Builder:
         for key in self.parser.options("supervisord"):
             if key not in program_.SUPERVISORD_KEYS:
                 self.problem(self.place("supervisord", key),
-                             f"unknown key{program_.did_you_mean(key, program_.SUPERVISORD_KEYS)}")
+                             f"unknown key{did_you_mean(key, program_.SUPERVISORD_KEYS)}")
             elif key not in ("environment", "nodaemon"):
                 idle.append(key)
         if idle:
@@ -164,7 +168,7 @@ class _Builder:
             for key in self.parser.options(section):
                 if key not in program_.GROUP_KEYS:
                     self.problem(self.place(section, key),
-                                 f"unknown key{program_.did_you_mean(key, program_.GROUP_KEYS)}")
+                                 f"unknown key{did_you_mean(key, program_.GROUP_KEYS)}")
             raw = self.parser.get(section, "programs", fallback="")
             for name in (n.strip() for n in raw.split(",") if n.strip()):
                 if not self.parser.has_section(f"program:{name}"):

@@ -7,13 +7,13 @@ service names, so the engine only ever sees those.
 
 from __future__ import annotations
 
-import difflib
 import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Protocol
 
+from healthz.spelling import did_you_mean
 from start.catalogue.files import Place
 from start.catalogue.spec import ServiceSpec
 
@@ -40,7 +40,7 @@ def check_services(services: list[ServiceSpec], programs: list[str], health: lis
             owner = by_name.get(name)
             hint = (f"; [health:{owner.program}] applies to every process of "
                     f"[program:{owner.program}]" if owner else
-                    difflib_hint(name, programs))
+                    did_you_mean(name, programs, lambda p: f"[program:{p}]"))
             report.problem(report.place(f"health:{name}"), f"names no [program:{name}]{hint}")
 
     members: dict[str, list[str]] = {program: [] for program in programs}
@@ -63,7 +63,7 @@ def check_services(services: list[ServiceSpec], programs: list[str], health: lis
                 known = [*by_name, *members, *group_members]
                 report.problem(report.place(f"health:{service.program}", "after"),
                                f"no service, program or group named {name!r}"
-                               + difflib_hint(name, known, quote=True))
+                               + did_you_mean(name, known))
         resolved.append(replace(service, health=replace(
             service.health, after=tuple(dict.fromkeys(after)))))
 
@@ -98,13 +98,6 @@ def _check_ports(services: list[ServiceSpec], report: Reporter) -> None:
 
 def _at(place: Place) -> str:
     return f"{place.file}:{place.line}" if place.line else place.file
-
-
-def difflib_hint(name: str, known: list[str], *, quote: bool = False) -> str:
-    close = difflib.get_close_matches(name, sorted(set(known)), n=1)
-    if not close:
-        return ""
-    return f"; did you mean {close[0]!r}?" if quote else f"; did you mean [program:{close[0]}]?"
 
 
 def find_cycle(graph: Mapping[str, tuple[str, ...]]) -> list[str] | None:

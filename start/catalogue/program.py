@@ -9,16 +9,17 @@ message, and only a section with no problem is handed to `processes_from_section
 
 from __future__ import annotations
 
-import difflib
 import platform
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import supervisor.datatypes as d
 from supervisor.options import ServerOptions, UnhosedConfigParser
+
+from healthz.spelling import did_you_mean
 
 MAX_NUMPROCS = 1000
 
@@ -60,11 +61,6 @@ _TOKEN = re.compile(
 def new_parser() -> Any:
     """supervisor's own parser class: `;`/`#` inline comments, repeated sections merged."""
     return UnhosedConfigParser()
-
-
-def did_you_mean(word: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(known), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def expand(value: str, names: Mapping[str, object]) -> str:
