@@ -135,11 +135,3 @@ class ProcessTree:
         self._known[pid] = proc
         return proc
 
-    def _adopt(self, found: psutil.Process) -> psutil.Process:
-        # psutil.Process equality is (pid, creation time): keep the object that holds the
-        # previous cpu_percent reading when it is the same process.
-        cached = self._known.get(found.pid)
-        if cached is not None and cached == found:
-            return cached
-        self._known[found.pid] = found
-        return found

@@ -67,13 +67,6 @@ class HealthSpec:
         """The health of a service without a ``[health:NAME]`` section: the process alone."""
         return cls()
 
-    def ports(self) -> set[int]:
-        """Loopback ports the probes expect this service to listen on (two services claiming
-        one port is a catalogue error)."""
-        return {
-            port for probe in (self.ready, self.live) if (port := probe.loopback_port) is not None
-        }
-
     def missing_env(self, environ: Mapping[str, str]) -> list[str]:
         """The `requires_env` names unset or empty in `environ`, in catalogue order."""
         return [name for name in self.requires_env if not environ.get(name)]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -385,9 +384,3 @@ class Pump:
         """Stop reading now (drain deadline); what was read is already written."""
         if not self.closed.done():
             self._finish()
-
-
-def stderr_line(message: str) -> None:
-    """Before the loop runs (usage and catalogue errors): plain text to stderr."""
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()

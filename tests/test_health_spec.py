@@ -171,16 +171,21 @@ def test_every_problem_is_collected() -> None:
     assert str(problems[0]).startswith("ready: ")
 
 
+def ports(spec: HealthSpec) -> set[int]:
+    return {port for probe in (spec.ready, spec.live) if (port := probe.loopback_port) is not None}
+
+
 def test_ports_claimed_on_loopback() -> None:
-    """ports() lists the loopback ports the probes expect, not remote or port-less probes."""
-    assert parse_ok({"ready": "http://127.0.0.1:80/x", "live": "tcp://localhost:81"}).ports() == {
+    """A probe's loopback_port (what the catalogue checks for two services claiming one port)
+    is its loopback port, none for remote or port-less probes."""
+    assert ports(parse_ok({"ready": "http://127.0.0.1:80/x", "live": "tcp://localhost:81"})) == {
         80,
         81,
     }
-    assert parse_ok({"ready": "ws://[::1]:8765/", "live": "ws://127.0.0.1:8765/"}).ports() == {8765}
-    assert parse_ok({"ready": "http://db.example:5432/", "live": "exec:true"}).ports() == set()
-    assert parse_ok({"ready": "http://127.0.0.1/"}).ports() == {80}
-    assert HealthSpec.default().ports() == set()
+    assert ports(parse_ok({"ready": "ws://[::1]:8765/", "live": "ws://127.0.0.1:8765/"})) == {8765}
+    assert ports(parse_ok({"ready": "http://db.example:5432/", "live": "exec:true"})) == set()
+    assert ports(parse_ok({"ready": "http://127.0.0.1/"})) == {80}
+    assert ports(HealthSpec.default()) == set()
 
 
 def test_missing_env() -> None:
