@@ -2,7 +2,8 @@
 
 The engine (``start``) implements :class:`Pod`; everything in ``healthz`` reads it. Data flows
 one way: the faces ask for a :class:`PodSnapshot` and never reach into the engine's objects.
-This module imports nothing heavy so ``podctl`` and the engine can both use it cheaply.
+This module imports nothing heavy: the engine imports it before its first spawn. (What a
+service name may be is `healthz.names`, which podctl uses too.)
 """
 
 from __future__ import annotations
@@ -70,8 +71,6 @@ class VerbFailed(RuntimeError):
     """
 
 
-# A name a person may type and a path may hold: no slash, no leading dot (so never `.`/`..`),
-# bounded so it cannot blow up a log file name or a metrics label.
 class Pod(Protocol):
     """What the faces may ask of the engine."""
 
