@@ -1,7 +1,8 @@
 """`podctl`: see and steer the pod from inside it, through the control socket.
 
 It starts fast: the standard library only, and each verb imports what it needs when it runs
-(`podctl --help` loads neither `http.client` nor `json`). The socket's routes and JSON shapes
+(`podctl --help` loads neither `socket` nor `json`): the imports inside functions below are
+all for that, and docs/PODCTL.md measures it. The socket's routes and JSON shapes
 are docs/CONTROL_API.md; the command's behaviour and exit codes are docs/PODCTL.md.
 """
 
@@ -251,7 +252,6 @@ def cmd_validate(ctx: Context) -> int:
 
 def cmd_logs(ctx: Context) -> int:
     """The end of a service's log file; with -f, new lines as they come, across rotation."""
-    import os
     import signal
 
     from healthz.podctl_logs import Follower, log_path, open_log, tail

@@ -35,7 +35,7 @@ class EventLog:
         getattr(self._logger, level)(event, **fields)
 
     def configure(self) -> None:
-        import structlog
+        import structlog  # boot speed: configured with the health libraries, after the spawns
 
         renderer: Any = (structlog.dev.ConsoleRenderer(colors=True) if self.console.pretty
                          else structlog.processors.JSONRenderer())

@@ -23,6 +23,7 @@ class CatalogueWatcher:
         self._observer: Any = None
 
     def start(self) -> None:
+        # Boot speed: watchdog (and its thread) only once the boot is over (start.engine).
         from watchdog.events import FileSystemEvent, FileSystemEventHandler
         from watchdog.observers import Observer
 
