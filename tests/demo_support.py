@@ -208,7 +208,7 @@ def nobody_client_dir(base: Path) -> Path:
     target.chmod(0o755)
     package.chmod(0o755)
     (package / "__init__.py").write_text("")
-    for source in (ROOT / "healthz").glob("podctl*.py"):
+    for source in [*(ROOT / "healthz").glob("podctl*.py"), ROOT / "healthz" / "names.py"]:
         shutil.copyfile(source, package / source.name)
     for path in package.iterdir():
         path.chmod(0o644)
