@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 import healthz.server
+from bench.wait import until
 from healthz.metrics import PodMetrics
 from healthz.model import State
 from healthz.podctl_errors import PodctlError, check_name
@@ -336,9 +337,7 @@ async def test_wait_zero_answers_before_the_outcome(pod: FakePod, tmp_path: Path
 
 
 async def _eventually_state(pod: FakePod, name: str, state: State) -> None:
-    async with asyncio.timeout(5):
-        while pod.services[name].state != state:
-            await asyncio.sleep(0.01)
+    await until(lambda: pod.services[name].state == state, 5, f"{name} {state}")
 
 
 async def test_hung_verb_does_not_delay_tcp_readyz(pod: FakePod, tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from bench.wait import until
 from healthz.connguard import MAX_CAP, MIN_CAP, connection_cap
-from tests.health_support import FakePod, default_pod_services, eventually, running_faces
+from tests.health_support import FakePod, default_pod_services, running_faces
 
 CAP = 4
 
@@ -30,7 +31,7 @@ async def test_oldest_unfinished_connection_makes_room(tmp_path: Path) -> None:
         held = [await half_request(port) for _ in range(CAP)]
         guard = faces.server.guard
         # Each is handed over once its first bytes arrive.
-        await eventually(lambda: not guard.silent and guard.shed_total == 0,
+        await until(lambda: not guard.silent and guard.shed_total == 0,
                          what="the half requests handed to the server")
         status, _ = await faces.get("tcp", "/livez")
         assert status == 200
