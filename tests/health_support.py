@@ -150,6 +150,13 @@ class Faces:
             return resp.status, await resp.text()
 
 
+def unix_session(socket_path: Path) -> aiohttp.ClientSession:
+    """The in-process tests' client of the control socket (aiohttp, on the test's own loop;
+    podctl's blocking client is for processes), with the deadline every request needs."""
+    return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket_path)),
+                                 timeout=aiohttp.ClientTimeout(total=10))
+
+
 @contextlib.asynccontextmanager
 async def running_faces(pod: FakePod, tmp_path: Path, **kw: object) -> AsyncIterator[Faces]:
     """Serve `pod` on 127.0.0.1 port 0 and on a unix socket under `tmp_path`."""
@@ -163,9 +170,7 @@ async def running_faces(pod: FakePod, tmp_path: Path, **kw: object) -> AsyncIter
     async with (
         server,
         aiohttp.ClientSession(timeout=timeout) as tcp,
-        aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(socket_path)), timeout=timeout
-        ) as unix,
+        unix_session(socket_path) as unix,
     ):
         yield Faces(server, tcp, unix, socket_path)
 

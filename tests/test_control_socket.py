@@ -27,7 +27,13 @@ from healthz.metrics import PodMetrics
 from healthz.model import State
 from healthz.podctl_errors import PodctlError, check_name
 from healthz.server import HealthServer, bind_unix, parse_addr
-from tests.health_support import Faces, FakePod, default_pod_services, running_faces
+from tests.health_support import (
+    Faces,
+    FakePod,
+    default_pod_services,
+    running_faces,
+    unix_session,
+)
 
 
 @pytest.fixture
@@ -141,10 +147,7 @@ async def test_another_user_is_refused(pod: FakePod, world_traversable_dir: Path
         out, err = await asyncio.wait_for(child.communicate(), timeout=20)
         assert child.returncode == 0, err
         assert out.decode().strip() == "EACCES"
-        async with aiohttp.ClientSession(
-            connector=aiohttp.UnixConnector(path=str(path)),
-            timeout=aiohttp.ClientTimeout(total=10),
-        ) as owner, owner.get("http://pod/readyz") as resp:
+        async with unix_session(path) as owner, owner.get("http://pod/readyz") as resp:
             assert resp.status == 200
 
 
@@ -403,9 +406,7 @@ async def test_stop_does_not_wait_on_a_hung_verb(
     path = tmp_path / "podctl.sock"
     server = HealthServer(pod, PodMetrics(pod), tcp_addr=None, unix_path=path)
     await server.start()
-    async with aiohttp.ClientSession(
-        connector=aiohttp.UnixConnector(path=str(path)), timeout=aiohttp.ClientTimeout(total=10)
-    ) as unix:
+    async with unix_session(path) as unix:
         hung = asyncio.create_task(unix.post("http://pod/v1/services/theia/stop?wait=0"))
         waiting = asyncio.create_task(unix.post("http://pod/v1/services/codi2/stop"))
         async with asyncio.timeout(5):
