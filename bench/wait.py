@@ -1,5 +1,6 @@
 """Waiting until something holds, under a deadline: the one polling helper of the tests, the
-benchmarks and the soak (`wait_for` in a thread, `until` on an event loop)."""
+benchmarks and the soak (`wait_for` in a thread, `until` on an event loop, and `holds_for` for
+the opposite: that something keeps holding)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,14 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: What 
             raise _timed_out(timeout, what)
         await asyncio.sleep(interval)
     return value
+
+
+def holds_for(predicate: Callable[[], Any], seconds: float, what: str,
+              interval: float = 0.01) -> None:
+    """Check that `predicate` stays truthy for `seconds` (that something does not happen);
+    fail as soon as it is not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), f"{what} no longer held"
+        time.sleep(interval)
+    assert predicate(), f"{what} no longer held"

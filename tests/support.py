@@ -13,7 +13,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,6 @@ def unmeasured() -> dict[str, str]:
     measures, which coverage (when `make test` measures the suite) would weigh down."""
     return {name: value for name, value in os.environ.items()
             if not name.startswith("COVERAGE_")}
-
-
-def holds_for(predicate: Callable[[], Any], seconds: float, what: str,
-              interval: float = 0.01) -> None:
-    """Check that `predicate` stays truthy for `seconds` (that something does not happen);
-    fail as soon as it is not."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate(), f"{what} no longer held"
-        time.sleep(interval)
-    assert predicate(), f"{what} no longer held"
 
 
 def write_catalogue(directory: Path, programs: dict[str, dict[str, str]],

@@ -15,8 +15,9 @@ import signal
 import time
 from pathlib import Path
 
+from bench.wait import holds_for
 from tests.demo_support import Demo, all_gone, running_demo
-from tests.support import ROOT, free_port, holds_for, wait_for
+from tests.support import ROOT, free_port, wait_for
 
 DEBOUNCE_QUIET = 1.5  # three debounce windows (start.watch.DEBOUNCE): time for a second reload
 UNCHANGED = ("theia", "nginx", "coditect-v5-api")
