@@ -49,6 +49,7 @@ def prepare_directories(settings: Settings) -> int | None:
     """`.coditect` seeded (or its problems reported: they degrade the pod, they never stop
     it, see start.homecheck), the run directory made and usable; or the exit code after a
     one-line reason on stderr."""
+    # Not on a warm boot's import path before it is needed: seeding imports json and shutil.
     from start.homecheck import CONSEQUENCE, prepare_home
     from start.mounts import run_dir_problem
 

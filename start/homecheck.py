@@ -27,6 +27,7 @@ def problems() -> tuple[str, ...]:
 def prepare_home(home: Path, template: Path | None) -> list[str]:
     """Seed or complete the home and check that its logs directory is writable; every problem
     as one line (also kept for problems()), never an exception for the volume's state."""
+    # Boot speed: the engine imports this module for problems(); seeding is PID 1's first step.
     from coditect_init import InitError, prepare
 
     found: list[str] = []

@@ -463,6 +463,7 @@ class Service:
     # -- probes -------------------------------------------------------------------------------
 
     def _start_probes(self) -> None:
+        # Boot speed: the probe machinery only when a service's first probe starts.
         from healthz.probes import ProbeLoop
 
         health = self.spec.health
