@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from healthz import libraries
@@ -46,7 +46,6 @@ from start.errors import ConfigError, report_invalid
 from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
-    from pathlib import Path
 
     from healthz.metrics import PodMetrics
     from start.catalogue import Catalogue
@@ -165,7 +164,8 @@ class Boot:
         """Start the watcher, confirm or cache the catalogue, build the metrics; False when a
         warm boot's cached catalogue no longer parses (the pod must drain and exit 78)."""
         watcher.start()
-        self.events("watching_catalogue", directories=[str(d) for d in watcher.directories])
+        self.events("watching_catalogue", directories=watcher.directories,
+                    files=len(watcher.targets.files), patterns=list(watcher.targets.patterns))
         # After the watcher starts, so that a change made since the boot read the files is
         # seen by this parse or check or by the watcher, never by neither.
         confirmed = True
@@ -231,13 +231,6 @@ class Boot:
         except (OSError, AttributeError):
             return  # not glibc: nothing to trim, now or later
         self.heap.enable(libc.malloc_trim)
-
-
-def watched_directories(catalogue: Path, overlay: Path | None) -> Iterable[Path]:
-    """What the catalogue watcher watches: the catalogue's directory and the overlay's."""
-    yield catalogue if catalogue.is_dir() else catalogue.parent
-    if overlay is not None:
-        yield overlay.parent
 
 
 def _pod_metrics(pod: Pod) -> PodMetrics:

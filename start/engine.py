@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from start.boot import Boot, watched_directories
+from start.boot import Boot
 from start.catalogue import Catalogue
 from start.catalogue import load as load_catalogue
 from start.early import kept_signals, kill_unadopted
@@ -27,7 +27,7 @@ from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
 from start.settings import Settings
-from start.watch import CatalogueWatcher
+from start.watch import CatalogueWatcher, Targets, targets_of
 
 if TYPE_CHECKING:
     from healthz.server import HealthServer
@@ -100,7 +100,13 @@ class Engine:
         fresh = load_catalogue(settings.catalogue, overlay=settings.overlay,
                                environ=dict(os.environ))
         self.boot.keep(fresh)
+        if self.watcher is not None:
+            self.watcher.follow(self.watched(fresh))  # its includes may match other files now
         return fresh
+
+    def watched(self, valid: Catalogue) -> Targets:
+        """The catalogue's own files: what the watcher wakes for (start.watch)."""
+        return targets_of(valid, self.settings.catalogue, self.settings.overlay)
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -160,9 +166,8 @@ class Engine:
             return None, EXIT_RUNTIME
         confirmed = True
         if await self.boot.wait_boot_over(self.stop_requested):
-            self.watcher = CatalogueWatcher(
-                self.loop, watched_directories(self.settings.catalogue, self.settings.overlay),
-                self.on_hangup)
+            self.watcher = CatalogueWatcher(self.loop, self.on_hangup)
+            self.watcher.follow(self.watched(self.pod.catalogue))
             confirmed = await self.boot.after_boot(self.watcher, self.reload_catalogue,
                                                    self.on_hangup)
         self.boot.release_memory_later()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
 from healthz.podctl_client import PodClient
+from start.watch import DEBOUNCE
 from tests.support import RunningPod, wait_for, write_catalogue
 
 SLEEPER = "sh -c 'trap \"exit 0\" TERM; while :; do sleep 0.05; done'"
@@ -108,5 +110,53 @@ def test_edit_during_boot_is_applied(tmp_path: Path) -> None:
         reloaded = pod.wait_event("reloaded", timeout=10)[0]
         assert reloaded["added"] == ["fresh"]
         wait_for(lambda: "fresh" in _pids(pod), 10, "fresh running")
+    finally:
+        pod.stop()
+
+
+def test_only_the_catalogues_own_files_reload(tmp_path: Path) -> None:
+    """Writes beside the catalogue (a busy neighbour directory, the home and run directories
+    next to the overlay, a non-matching file in conf.d) cause 0 reloads; the overlay, a file
+    its include pattern matches and a ConfigMap-style symlink swap each cause one."""
+    catalogue = write_catalogue(tmp_path / "cat", {"keep": {"command": SLEEPER,
+                                                            "startsecs": "0"}})
+    conf = catalogue / "conf.d"
+    overlay = tmp_path / "overlay.conf"
+    overlay.write_text("[program:keep]\nstopwaitsecs=4\n")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    pod = RunningPod(catalogue, tmp_path / "home", extra_args=["--overlay", str(overlay)])
+    try:
+        pod.wait_event("watching_catalogue")
+        deadline = time.monotonic() + 3.0
+        written = 0
+        while time.monotonic() < deadline:  # ~3 s of a busy neighbourhood
+            (busy / f"f{written % 50}.log").write_text(str(written))
+            (tmp_path / "neighbour.txt").write_text(str(written))
+            (tmp_path / "home" / "scratch.txt").write_text(str(written))
+            (conf / "notes.txt").write_text(str(written))
+            written += 1
+            time.sleep(0.005)
+        time.sleep(DEBOUNCE + 0.5)  # any reload those caused would have begun by now
+        assert written > 100
+        assert pod.events("reloaded") == []
+
+        overlay.write_text("[program:keep]\nstopwaitsecs=5\n")
+        pod.wait_event("reloaded", timeout=10)
+        (conf / "fresh.conf").write_text(_program("fresh"))
+        assert pod.wait_event("reloaded", count=2, timeout=10)[1]["added"] == ["fresh"]
+
+        # A ConfigMap volume: conf.d/x.conf -> ..data/x.conf, ..data -> a dated directory,
+        # updated by renaming a new ..data link over the old one.
+        for name, text in (("..2026_01", _program("linked")), ("..2026_02",
+                                                               _program("linked", "sleep 30"))):
+            (conf / name).mkdir()
+            (conf / name / "linked.conf").write_text(text)
+        (conf / "..data").symlink_to("..2026_01")
+        (conf / "linked.conf").symlink_to("..data/linked.conf")
+        assert pod.wait_event("reloaded", count=3, timeout=10)[2]["added"] == ["linked"]
+        (conf / "..data_tmp").symlink_to("..2026_02")
+        os.replace(conf / "..data_tmp", conf / "..data")
+        assert pod.wait_event("reloaded", count=4, timeout=10)[3]["changed"] == ["linked"]
     finally:
         pod.stop()
