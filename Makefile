@@ -1,15 +1,28 @@
 # The same commands for people and for CI. `make demo` runs the pod; `make test` runs every test.
-.PHONY: demo test lint bench bench-quick soak bootstrap clean image image-test clean-image
+.PHONY: demo test e2e theia lint bench bench-quick soak bootstrap clean image image-test clean-image
 
 bootstrap:
 	scripts/bootstrap
 
+# `make demo IDE=theia`: the real Eclipse Theia in the theia slot (built once, then cached).
 demo: bootstrap
-	scripts/demo
+	IDE=$(IDE) scripts/demo
 
+# The real Eclipse Theia of deploy/theia/, built with npm for this machine's node and cached
+# under ${XDG_CACHE_HOME:-~/.cache}/coditect-pod/; the end-to-end tests use it.
+theia:
+	scripts/theia-build
+
+# The real Theia behind the real nginx, driven by a headless chromium (tests/test_theia_e2e.py).
+e2e: bootstrap theia
+	scripts/test tests/test_theia_e2e.py
+
+# The Theia build is attempted first so the end-to-end tests run (they skip, saying so, when it
+# cannot be built: no network on a first run).
 # The pod image is part of the set-up: `make test` builds it (once; after that from cache,
 # offline) so that tests/test_image.py can run it.
 test: bootstrap image
+	-scripts/theia-build >/dev/null
 	scripts/test
 
 # The pod image with podman, from Debian's packages and PyPI only (deploy/README.md).

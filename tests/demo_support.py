@@ -107,6 +107,9 @@ class Demo:
             "CODITECT_WORKSPACE": str(self.workspace),
             "JWT_SECRET": "demo-only-not-a-secret",
             "FDB_CLUSTER_FILE": str(ROOT / "demo" / "fdb.cluster"),
+            # nginx's own directory, under the world-traversable base: its workers run as
+            # another user when we are root, and the run directory is 0700.
+            "CODITECT_NGINX_DIR": str(base / "nginx"),
             **(env or {}),
         }
         self.pod = RunningPod(
