@@ -143,6 +143,9 @@ def test_production_config_is_valid(scratch: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+BIG_BODY = bytes(range(256)) * (12 * 4096)  # 12 MiB, Theia's bundle.js is 11.5 MiB
+
+
 @dataclass
 class Upstreams:
     """In-process stand-ins for the services behind nginx, each on its own port."""
@@ -173,6 +176,10 @@ async def upstreams() -> AsyncIterator[Upstreams]:
     async def theia(request: web.Request) -> web.StreamResponse:
         if request.path == "/services":  # Theia's WebSocket endpoint
             return await echo(request)
+        if request.path == "/bundle.js":  # as big as Theia's: nginx spools it to a temp file
+            return web.Response(body=BIG_BODY, content_type="application/javascript")
+        if request.path == "/headers":
+            return web.json_response({k.lower(): v for k, v in request.headers.items()})
         return web.Response(text=f"<html>theia {request.path}</html>", content_type="text/html")
 
     async def api(request: web.Request) -> web.Response:
@@ -334,8 +341,6 @@ async def test_theia_is_under_its_prefix_with_websockets(nginx: Nginx) -> None:
         async with session.get(f"{nginx.url}/theia/") as resp:
             assert resp.status == 200
             assert await resp.text() == "<html>theia /</html>"
-        async with session.get(f"{nginx.url}/theia/bundle.js") as resp:
-            assert await resp.text() == "<html>theia /bundle.js</html>"
         async with session.get(f"{nginx.url}/theia", allow_redirects=False) as resp:
             assert resp.status == 301
             assert resp.headers["Location"] == "/theia/"  # relative: right behind a proxy
@@ -383,3 +388,37 @@ def test_site_in_the_demo_pod() -> None:
         assert status == 200 and json.loads(body)["status"] in ("pass", "warn")
         # The image's HEALTHCHECK, as Docker runs it.
         assert demo_support.curl_f(f"{demo_support.NGINX}/health") == 0
+
+
+async def test_a_big_response_arrives_whole_to_a_slow_reader(nginx: Nginx) -> None:
+    """A 12 MiB response read slowly is spooled by nginx's worker to its temp directory and
+    arrives whole, nginx run as root (workers as nobody) and as nobody."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(nginx.url.rsplit(":", 1)[1]))
+    try:
+        writer.write(b"GET /theia/bundle.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1.0)  # the upstream has sent it all; nginx holds it on disk
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    assert len(body) == len(BIG_BODY) and body == BIG_BODY
+
+
+@pytest.mark.parametrize("forwarded", [False, True])
+async def test_theia_gets_the_host_the_browser_used(nginx: Nginx, forwarded: bool) -> None:
+    """Theia compares Origin with Host: the Host it gets keeps the port the browser used
+    (direct, or `kubectl port-forward` to another port); behind an ingress, X-Forwarded-Host
+    and -Proto are the browser's."""
+    headers = {"Host": "127.0.0.1:18080"}
+    if forwarded:
+        headers.update({"X-Forwarded-Host": "ide.example.com", "X-Forwarded-Proto": "https"})
+    async with (aiohttp.ClientSession() as session,
+                session.get(f"{nginx.url}/theia/headers", headers=headers) as resp):
+        seen = await resp.json()
+    if forwarded:
+        assert (seen["host"], seen["x-forwarded-proto"]) == ("ide.example.com", "https")
+    else:
+        assert (seen["host"], seen["x-forwarded-proto"]) == ("127.0.0.1:18080", "http")
+    assert seen["x-forwarded-host"] == seen["host"]
