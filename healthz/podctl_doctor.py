@@ -145,7 +145,10 @@ class Doctor:
         said = (done.stderr or "") + "\n" + (done.stdout or "")
         lines = [line for line in said.splitlines() if line.strip()]
         if done.returncode == 0:
-            return [Finding(OK, label, "valid: every command resolves to an executable")]
+            warned = [line.removeprefix("warning: ") for line in lines
+                      if line.startswith("warning: ")]
+            return [Finding(OK, label, "valid: every command resolves to an executable"),
+                    *(Finding(problem(self.strict), "liveness", line) for line in warned)]
         if done.returncode == INVALID_CATALOGUE:
             return [Finding(FAIL, label, "\n".join(["invalid catalogue:", *lines]))]
         last = lines[0] if lines else "no output"

@@ -136,8 +136,12 @@ def run(argv: list[str] | None = None) -> int:
             report_invalid(error.problems)
             return EXIT_CONFIG
     if settings.check_only:
+        from start.catalogue_checks import liveness_warnings
+
         for note in catalogue.notes:
             sys.stdout.write(f"note: {note}\n")
+        for warning in liveness_warnings(list(catalogue.services)):
+            sys.stdout.write(f"warning: {warning}\n")
         names = ", ".join(s.name for s in catalogue.services)
         sys.stdout.write(f"catalogue valid: {len(catalogue.services)} services ({names})\n")
         return EXIT_OK

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,27 @@ def test_validate_uses_this_python(image: dict[str, Any], capfd: Any) -> None:
     main(["validate"], env=image["env"])
     assert capfd.readouterr().out == f"{sys.executable}\n"
     assert os.path.isabs(sys.executable)
+
+
+def test_a_tcp_liveness_probe_is_warned_about(image: dict[str, Any], capsys: Any,
+                                             tmp_path: Path) -> None:
+    """The real engine's `--check` and `podctl doctor` warn about a `tcp://` liveness probe and
+    say why; an HTTP one is not warned about; `--strict` makes the warning required."""
+    catalogue = tmp_path / "pod.conf"
+    catalogue.write_text("[program:web]\ncommand=/bin/sleep 100\n[health:web]\n"
+                         "live=tcp://127.0.0.1:5000\n[program:api]\ncommand=/bin/sleep 100\n"
+                         "[health:api]\nlive=http://127.0.0.1:5001/\n")
+    image["env"]["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    checked = subprocess.run([sys.executable, "-m", "start", "--check", "--catalogue",
+                              str(catalogue)], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **image["env"], "PATH": os.environ["PATH"]})
+    assert checked.returncode == 0, checked.stderr
+    warnings = [line for line in checked.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "[health:web] live=tcp://" in warnings[0]
+    assert "stopped or hung process" in warnings[0]
+    code, out = doctor(image, capsys, "--catalogue", str(catalogue))
+    assert code == 0, out
+    assert has(out, "[warn]", "liveness", "[health:web]", "live=tcp://127.0.0.1:5000:")
+    assert "[health:api]" not in out
+    code, out = doctor(image, capsys, "--strict", "--catalogue", str(catalogue))
+    assert has(out, "[FAIL]", "liveness", "[health:web]")

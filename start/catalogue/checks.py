@@ -134,3 +134,12 @@ def resolve(program: str, path: str, directory: str | None = None) -> str | None
         full = os.path.join(directory or "", program)
         return full if os.path.isfile(full) and os.access(full, os.X_OK) else None
     return shutil.which(program, path=path or None)
+
+
+def liveness_warnings(services: list[ServiceSpec]) -> list[str]:
+    """What `--check` (and so `podctl doctor`) warns about, one line per service: a `tcp://`
+    liveness probe, which passes for a hung process."""
+    return [f"[health:{s.program}] live={s.health.live}: a TCP handshake succeeds for a "
+            "stopped or hung process (the kernel completes it), so this probe never sees a "
+            "hang; probe what the service answers: http://, ws:// or exec:"
+            for s in services if s.health.live.kind == "tcp"]
