@@ -68,7 +68,8 @@ def world_traversable_tmp(prefix: str) -> Path:
 
 @contextlib.contextmanager
 def running_demo(prefix: str, catalogue: Path = ROOT / "supervisor",
-                 env: dict[str, str] | None = None, wrapper: Sequence[str] = ()
+                 env: dict[str, str] | None = None, wrapper: Sequence[str] = (),
+                 boot_deadline: float = BOOT_DEADLINE, make_run_dir: bool = True
                  ) -> Iterator[Demo]:
     """A demo pod answering /readyz 200 (the test skips where its fixed ports are taken or
     nginx is missing); stopped and its directory removed afterwards."""
@@ -78,9 +79,9 @@ def running_demo(prefix: str, catalogue: Path = ROOT / "supervisor",
     if shutil.which("nginx") is None:
         pytest.skip("the demo pod needs nginx on PATH")
     base = world_traversable_tmp(prefix)
-    pod = Demo(base, catalogue, env, wrapper)
+    pod = Demo(base, catalogue, env, wrapper, make_run_dir=make_run_dir)
     try:
-        wait_for(pod.answers, BOOT_DEADLINE, lambda: f"/readyz 200\n{pod.pod.tail()}",
+        wait_for(pod.answers, boot_deadline, lambda: f"/readyz 200\n{pod.pod.tail()}",
                  interval=0.1)
         yield pod
     finally:
@@ -92,7 +93,8 @@ class Demo:
     """One running demo pod, its directories, and ways to ask it things."""
 
     def __init__(self, base: Path, catalogue: Path = ROOT / "supervisor",
-                 env: dict[str, str] | None = None, wrapper: Sequence[str] = ()) -> None:
+                 env: dict[str, str] | None = None, wrapper: Sequence[str] = (),
+                 make_run_dir: bool = True) -> None:
         self.base = base
         self.catalogue = catalogue
         self.home = base / "home"
@@ -100,7 +102,9 @@ class Demo:
         self.workspace.mkdir()
         # Created here, 0755, before the engine runs: the engine keeps an existing directory
         # as it is, so the socket's 0600 is the only thing refusing a second user.
-        (base / "home-run").mkdir(mode=0o755)
+        # `make_run_dir=False`: the engine creates it, 0700.
+        if make_run_dir:
+            (base / "home-run").mkdir(mode=0o755)
         self.env = {
             "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             "CODITECT_TEMPLATE": str(ROOT / "demo" / "template"),

@@ -1,0 +1,260 @@
+"""End to end with the real IDE: the demo pod runs the Eclipse Theia of deploy/theia/ (built and
+cached by scripts/theia-build) in the theia slot behind the real nginx, and a headless chromium
+uses it through nginx: the workbench, terminals with processes in them, WebSockets whose Origin
+Theia checks, a hung Theia replaced, the drain with a tab connected.
+
+Skipped, with one line saying why, when the Theia build, chromium or Playwright is absent.
+The tests share one pod and one browser, in file order: the drain, which ends the pod, is last.
+Figures are printed as `FIGURE name: value` (`pytest -s`) for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.demo_support import NGINX, Demo, running_demo
+from tests.support import http_get, pid_alive, wait_for
+from tests.theia_support import (
+    chromium,
+    descendants,
+    figure,
+    open_terminal,
+    open_workbench,
+    require_e2e,
+    rss_kib,
+    shells_of,
+    theia_env,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+require_e2e()
+
+IDE = f"{NGINX}/theia/"
+THEIA_BOOT_DEADLINE = 60.0
+# Theia's liveness in supervisor/conf.d/theia.conf: failures x interval + timeout, then the
+# stop (SIGKILL after stopwaitsecs for a stopped process) and Theia's own start.
+HANG_REPLACED_DEADLINE = 3 * 10 + 5 + 10 + 30
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    """The demo pod with the real Theia, its run directory created by the engine (0700)."""
+    config = Path(tempfile.mkdtemp(prefix="coditect-theia-config-"))
+    started = time.monotonic()
+    try:
+        with running_demo("coditect-theia-e2e-", env=theia_env(config),
+                          boot_deadline=THEIA_BOOT_DEADLINE, make_run_dir=False) as pod:
+            figure("pod start → /readyz 200 (real Theia)", f"{time.monotonic() - started:.2f} s")
+            yield pod
+    finally:
+        shutil.rmtree(config, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def tab(browser: Browser, demo: Demo) -> Page:
+    """The IDE open through nginx in one tab, kept for the module."""
+    started = time.monotonic()
+    page = open_workbench(browser, IDE)
+    figure("page load → workbench through nginx", f"{time.monotonic() - started:.2f} s")
+    return page
+
+
+def test_workbench_and_terminals_through_nginx(demo: Demo, tab: Page) -> None:
+    """The workbench renders through nginx (the run directory the engine made stays 0700, and
+    the whole bundle.js arrives); two terminals run what is typed into them: their shells and
+    jobs are Theia's descendants, their files land in the workspace, their tabs are shown."""
+    assert stat.S_IMODE(demo.run_dir.stat().st_mode) == 0o700
+    status, body = http_get(f"{IDE}bundle.js")
+    assert status == 200 and len(body) > 5_000_000, (status, len(body))
+    theia = demo.pid("theia")
+    for n in (1, 2):
+        open_terminal(tab, theia, f"sleep 424{n} & echo ran-$((40 + {n})) > term{n}.txt",
+                      demo.workspace / f"term{n}.txt")
+        assert (demo.workspace / f"term{n}.txt").read_text() == f"ran-{40 + n}\n"
+    below = descendants(theia)
+    assert {"sleep 4241", "sleep 4242"} <= set(below.values()), below
+    assert len(shells_of(theia)) >= 2
+    assert tab.locator(".xterm").count() >= 2
+    assert tab.locator(".p-TabBar-tab:has-text('bash'), .lm-TabBar-tab:has-text('bash')"
+                       ).count() >= 2
+    figure("engine RSS with the real IDE and a tab",
+           f"{rss_kib(demo.pod.engine_pid) / 1024:.1f} MiB")
+
+
+class PortForward:
+    """`kubectl port-forward` in miniature: a local port relaying bytes to nginx's."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for s in self.sockets:
+            s.close()
+
+
+def test_origin_checks_pass_on_another_port(demo: Demo, browser: Browser) -> None:
+    """A page served on another port (a port-forward to nginx) gets a working terminal: its
+    WebSocket handshake sends `Origin: http://127.0.0.1:<that port>` and nginx passes the Host
+    with that port, which is what Theia compares it with."""
+    forward = PortForward(8000)
+    try:
+        page = open_workbench(browser, f"http://127.0.0.1:{forward.port}/theia/")
+        try:
+            open_terminal(page, demo.pid("theia"), "echo forwarded > fwd.txt",
+                          demo.workspace / "fwd.txt")
+        finally:
+            page.close()
+    finally:
+        forward.close()
+
+
+def test_origin_behind_an_ingress(demo: Demo) -> None:
+    """An ingress that rewrites Host but sends X-Forwarded-Host/-Proto: the handshake with the
+    browser's Origin is accepted; a foreign Origin is refused."""
+    import asyncio
+
+    import aiohttp
+
+    async def handshake(origin: str) -> int:
+        jar = aiohttp.CookieJar(unsafe=True)  # the token cookie of 127.0.0.1
+        headers = {"X-Forwarded-Host": "ide.example.com", "X-Forwarded-Proto": "https"}
+        async with aiohttp.ClientSession(cookie_jar=jar, headers=headers) as session:
+            async with session.get(IDE) as page:
+                assert page.status == 200
+            url = f"{IDE}socket.io/?EIO=4&transport=websocket"
+            try:
+                async with session.ws_connect(url, headers={"Origin": origin}) as ws:
+                    await ws.close()
+                    return 101
+            except aiohttp.WSServerHandshakeError as error:
+                return error.status
+
+    # In a thread of its own: Playwright's sync API keeps an event loop in this one.
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, handshake("https://ide.example.com")).result() == 101
+        # Theia's socket.io refuses the upgrade (engine.io answers 400 "Bad request").
+        assert pool.submit(asyncio.run, handshake("https://evil.example.com")).result() in (
+            400, 403)
+
+
+def test_kill_9_then_ready(demo: Demo, tab: Page) -> None:
+    """kill -9 of Theia: replaced and ready again; measured."""
+    old = demo.pid("theia")
+    started = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: demo.status()["theia"]["pid"] not in (old, None)
+             and demo.running("theia"), THEIA_BOOT_DEADLINE, "theia replaced and ready",
+             interval=0.05)
+    figure("Theia kill -9 → ready", f"{time.monotonic() - started:.2f} s")
+
+
+@pytest.mark.timeout(180)
+def test_a_cpu_hog_in_a_terminal_is_not_a_hang(demo: Demo, tab: Page) -> None:
+    """Two busy loops (both cores) in a terminal for 60 s: Theia answers slower but answers,
+    and liveness restarts nothing."""
+    tab.reload()
+    tab.wait_for_selector(".theia-preload", state="detached", timeout=60_000)
+    theia = demo.pid("theia")
+    restarts = len(demo.pod.events("spawned", service="theia"))
+    hog = "for i in 1 2; do timeout 60 sh -c 'while :; do :; done' & done; echo hogging > hog.txt"
+    open_terminal(tab, theia, hog, demo.workspace / "hog.txt")
+    wait_for(lambda: sum("while :" in c for c in descendants(theia).values()) >= 2, 10,
+             "two busy loops")
+    deadline = time.monotonic() + 65
+    while time.monotonic() < deadline:
+        assert demo.status()["theia"]["pid"] == theia
+        time.sleep(1)  # sampling the pid once a second for the hog's minute, not waiting
+    assert len(demo.pod.events("spawned", service="theia")) == restarts
+    assert not demo.pod.events("liveness_failed", service="theia")
+
+
+@pytest.mark.timeout(180)
+def test_sigstop_is_replaced(demo: Demo) -> None:
+    """A stopped Theia (the kernel still completes TCP handshakes for it) fails its HTTP
+    liveness and is replaced; ready again within failures x interval + timeout + stopwaitsecs
+    + its start. Measured."""
+    old = demo.pid("theia")
+    started = time.monotonic()
+    os.kill(old, signal.SIGSTOP)
+    try:
+        wait_for(lambda: demo.status()["theia"]["pid"] not in (old, None)
+                 and demo.running("theia"), HANG_REPLACED_DEADLINE,
+                 "the stopped theia replaced and ready", interval=0.2)
+    finally:
+        if pid_alive(old):
+            os.kill(old, signal.SIGCONT)
+    figure("Theia SIGSTOP → replaced and ready", f"{time.monotonic() - started:.1f} s")
+
+
+def test_drain_with_a_tab_and_two_terminals(demo: Demo, browser: Browser) -> None:
+    """SIGTERM with an IDE tab connected and two terminals open: the pod exits 0 within 3 s,
+    nothing is SIGKILLed at stopwaitsecs (nginx closes the WebSockets after its
+    worker_shutdown_timeout), and every terminal process is gone."""
+    page = open_workbench(browser, IDE)  # a fresh tab: Theia was replaced above
+    theia = demo.pid("theia")
+    for n in (1, 2):
+        open_terminal(page, theia, f"sleep 434{n} & echo up > drain{n}.txt",
+                      demo.workspace / f"drain{n}.txt")
+    terminal = set(descendants(theia))
+    assert len(terminal) >= 4, descendants(theia)
+    figure("engine RSS with the real IDE, a tab, two terminals",
+           f"{rss_kib(demo.pod.engine_pid) / 1024:.1f} MiB")
+    started = time.monotonic()
+    demo.pod.signal(signal.SIGTERM)
+    code = demo.pod.wait(30)
+    took = time.monotonic() - started
+    figure("drain with a tab and two terminals (SIGTERM → exit)", f"{took:.2f} s")
+    assert code == 0, demo.pod.tail(30)
+    assert took <= 3.0, demo.pod.tail(30)
+    assert not demo.pod.events("killed"), demo.pod.events("killed")
+    wait_for(lambda: not any(pid_alive(p) for p in terminal), 5, "every terminal process gone")
+    page.close()
