@@ -9,7 +9,8 @@ demo: bootstrap
 	IDE=$(IDE) scripts/demo
 
 # The real Eclipse Theia of deploy/theia/, built with npm for this machine's node and cached
-# under ${XDG_CACHE_HOME:-~/.cache}/coditect-pod/; the end-to-end tests use it.
+# under ${XDG_CACHE_HOME:-~/.cache}/coditect-pod/ (bootstrap does it too); the end-to-end tests
+# use it.
 theia:
 	scripts/theia-build
 
@@ -17,12 +18,9 @@ theia:
 e2e: bootstrap theia
 	scripts/test tests/test_theia_e2e.py
 
-# The Theia build is attempted first so the end-to-end tests run (they skip, saying so, when it
-# cannot be built: no network on a first run).
 # The pod image is part of the set-up: `make test` builds it (once; after that from cache,
 # offline) so that tests/test_image.py can run it.
 test: bootstrap image
-	-scripts/theia-build >/dev/null
 	scripts/test
 
 # The pod image with podman, from Debian's packages and PyPI only (deploy/README.md).
