@@ -65,7 +65,9 @@ def theia_env(base: Path) -> dict[str, str]:
     assert app is not None
     config = base / "theia-config"
     config.mkdir(exist_ok=True)
-    return {"CODITECT_THEIA_APP": str(app), "THEIA_CONFIG_DIR": str(config)}
+    # HISTFILE: the terminals' shells must not append the tests' commands to the user's history.
+    return {"CODITECT_THEIA_APP": str(app), "THEIA_CONFIG_DIR": str(config),
+            "HISTFILE": "/dev/null"}
 
 
 @contextlib.contextmanager
