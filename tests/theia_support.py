@@ -76,8 +76,9 @@ def chromium() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     home = Path(tempfile.mkdtemp(prefix="coditect-chromium-"))
-    environment = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
-                   "XDG_CACHE_HOME": str(home / "cache")}
+    environment: dict[str, str | float | bool] = {
+        **os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"),
+        "XDG_CACHE_HOME": str(home / "cache")}
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
@@ -157,8 +158,8 @@ def open_terminal(page: Page, theia_pid: int, commands: str, done: Path) -> int:
     page.keyboard.press("Control+Shift+Backquote")
     page.wait_for_function(f"document.querySelectorAll('.xterm').length > {count}",
                            timeout=TERMINAL_DEADLINE * 1000)
-    new = wait_for(lambda: shells_of(theia_pid) - before, TERMINAL_DEADLINE,
-                   "the new terminal's shell", interval=0.1)
+    new: set[int] = wait_for(lambda: shells_of(theia_pid) - before, TERMINAL_DEADLINE,
+                             "the new terminal's shell", interval=0.1)
     deadline = time.monotonic() + TERMINAL_DEADLINE
     while not done.exists():
         assert time.monotonic() < deadline, f"{commands!r} never ran in the terminal"
