@@ -136,7 +136,7 @@ def run(argv: list[str] | None = None) -> int:
             report_invalid(error.problems)
             return EXIT_CONFIG
     if settings.check_only:
-        from start.catalogue_checks import liveness_warnings
+        from start.catalogue.checks import liveness_warnings
 
         for note in catalogue.notes:
             sys.stdout.write(f"note: {note}\n")
