@@ -92,15 +92,18 @@ def test_workbench_and_terminals_through_nginx(demo: Demo, tab: Page) -> None:
         assert answer.read() == built.read_bytes()  # whole: nginx's workers wrote their temp
     theia = demo.pid("theia")
     for n in (1, 2):
-        open_terminal(tab, theia, f"sleep 424{n} & echo ran-$((40 + {n})) > term{n}.txt",
+        # The file first: a line whose first keys were lost (typed before the terminal was
+        # attached) creates no file, so open_terminal types it again.
+        open_terminal(tab, theia, f"echo ran-$((40 + {n})) > term{n}.txt; sleep 424{n} &",
                       demo.workspace / f"term{n}.txt")
         assert (demo.workspace / f"term{n}.txt").read_text() == f"ran-{40 + n}\n"
     below = descendants(theia)
     assert {"sleep 4241", "sleep 4242"} <= set(below.values()), below
     assert len(shells_of(theia)) >= 2
     assert tab.locator(".xterm").count() >= 2
-    assert tab.locator(".p-TabBar-tab:has-text('bash'), .lm-TabBar-tab:has-text('bash')"
-                       ).count() >= 2
+    wait_for(lambda: tab.locator(".p-TabBar-tab:has-text('bash'), "
+                                 ".lm-TabBar-tab:has-text('bash')").count() >= 2,
+             10, "two terminal tabs titled bash")
     figure("engine RSS with the real IDE and a tab",
            f"{rss_kib(demo.pod.engine_pid) / 1024:.1f} MiB")
 
@@ -249,7 +252,7 @@ def test_drain_with_a_tab_and_two_terminals(demo: Demo, browser: Browser) -> Non
     page = open_workbench(browser, IDE)  # a fresh tab: Theia was replaced above
     theia = demo.pid("theia")
     for n in (1, 2):
-        open_terminal(page, theia, f"sleep 434{n} & echo up > drain{n}.txt",
+        open_terminal(page, theia, f"echo up > drain{n}.txt; sleep 434{n} &",
                       demo.workspace / f"drain{n}.txt")
     terminal = set(descendants(theia))
     assert len(terminal) >= 4, descendants(theia)
