@@ -81,6 +81,8 @@ def source_copy(target: Path) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, target / name)
     for package in setuptools["packages"]:
+        if "." in package:
+            continue  # a subpackage (start.catalogue) comes with its parent's directory
         directory = setuptools["package-dir"].get(package, package)
         shutil.copytree(ROOT / directory, target / directory,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
