@@ -148,7 +148,7 @@ class Doctor:
             warned = [line.removeprefix("warning: ") for line in lines
                       if line.startswith("warning: ")]
             return [Finding(OK, label, "valid: every command resolves to an executable"),
-                    *(Finding(problem(self.strict), "liveness", line) for line in warned)]
+                    *(Finding(problem(self.strict), _topic(line), line) for line in warned)]
         if done.returncode == INVALID_CATALOGUE:
             return [Finding(FAIL, label, "\n".join(["invalid catalogue:", *lines]))]
         last = lines[0] if lines else "no output"
@@ -257,3 +257,9 @@ def report(sections: list[tuple[str, list[Finding]]], colour: bool) -> tuple[str
     if recommended:
         out.append(f"{recommended} recommended item(s) missing (--strict makes them required)")
     return "\n".join(out) + "\n", required, recommended
+
+
+def _topic(warning: str) -> str:
+    """The label of a `--check` warning: a wildcard bind is about exposure, the rest about
+    liveness (start/catalogue/checks.py and exposure.py word them)."""
+    return "exposure" if "binds a wildcard address" in warning else "liveness"

@@ -60,6 +60,12 @@ class HealthSpec:
     after: tuple[str, ...] = ()
     critical: bool = True
     requires_env: tuple[str, ...] = ()
+    # Variables only this service (and its exec probes) is given: secrets of the whole pod,
+    # withheld from every service that does not name them (start.catalogue.secrecy).
+    secrets: tuple[str, ...] = ()
+    # Meant to be reached from outside the pod: its command may bind a wildcard address
+    # without a warning (start.catalogue.exposure).
+    public: bool = False
     restart_budget: RestartBudget | None = None
 
     @classmethod
@@ -170,6 +176,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "after": _names,
     "critical": _boolean,
     "requires_env": _env_names,
+    "secrets": _env_names,
+    "public": _boolean,
     "restart_budget": _restart_budget,
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from start.catalogue import load as load_catalogue
 from start.catalogue.cache import CatalogueCache
+from start.childenv import forget_secrets
 from start.early import keep_signals, kill_unadopted, prepare_directories, spawn_first_wave
 from start.errors import (
     EXIT_CONFIG,
@@ -137,15 +138,19 @@ def run(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
     if settings.check_only:
         from start.catalogue.checks import liveness_warnings
+        from start.catalogue.exposure import exposure_warnings
 
         for note in catalogue.notes:
             sys.stdout.write(f"note: {note}\n")
-        for warning in liveness_warnings(list(catalogue.services)):
+        for warning in [*liveness_warnings(list(catalogue.services)),
+                        *exposure_warnings(catalogue.services)]:
             sys.stdout.write(f"warning: {warning}\n")
         names = ", ".join(s.name for s in catalogue.services)
         sys.stdout.write(f"catalogue valid: {len(catalogue.services)} services ({names})\n")
         return EXIT_OK
 
+    # PID 1 keeps the secrets only in `environ`, which hands each to the services that name it.
+    forget_secrets(catalogue.secret_names)
     failed = prepare_directories(settings)
     if failed is not None:
         return failed

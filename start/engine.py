@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from start.boot import Boot
 from start.catalogue import Catalogue
 from start.catalogue import load as load_catalogue
+from start.childenv import forget_secrets
 from start.early import kept_signals, kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from start.events import EventLog
@@ -97,8 +98,10 @@ class Engine:
 
     def reload_catalogue(self) -> Catalogue:
         settings = self.settings
+        # The engine's copy of the environment: PID 1's own holds no secret (start.childenv).
         fresh = load_catalogue(settings.catalogue, overlay=settings.overlay,
-                               environ=dict(os.environ))
+                               environ=dict(self.ctx.base_env))
+        forget_secrets(fresh.secret_names)
         self.boot.keep(fresh)
         if self.watcher is not None:
             self.watcher.follow(self.watched(fresh))  # its includes may match other files now

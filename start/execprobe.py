@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from healthz.probes import ExecOutcome
 from start.fdlimit import restore_in_child
@@ -19,16 +19,20 @@ KILL_GRACE = 5.0
 
 
 class ReaperExecRunner:
-    def __init__(self, reaper: Reaper, output_limit: int = OUTPUT_LIMIT) -> None:
+    def __init__(self, reaper: Reaper, output_limit: int = OUTPUT_LIMIT,
+                 env: Mapping[str, str] | None = None) -> None:
         self.reaper = reaper
         self.output_limit = output_limit
+        # One service's probes' environment (start.childenv); None: PID 1's own.
+        self.env = None if env is None else dict(env)
 
     async def __call__(self, argv: Sequence[str], timeout: float) -> ExecOutcome:
         loop = asyncio.get_running_loop()
         # Popen returns once the child is exec'd; the reaper (not asyncio) waits for it.
         popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,  # noqa: ASYNC220
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True, preexec_fn=restore_in_child())
+                                 start_new_session=True, env=self.env,
+                                 preexec_fn=restore_in_child())
         exited = self.reaper.wait_for(popen.pid)
         assert popen.stdout is not None
         fd = popen.stdout.fileno()

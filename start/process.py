@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from start.catalogue import ServiceSpec
+from start.childenv import service_environment
 from start.fdlimit import restore_in_child
 from start.strays import MARK, marked, new_mark, signal_marked
 
@@ -120,7 +121,7 @@ def group_exists(pgid: int) -> bool:
 
 def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
     mark = new_mark(spec.name)
-    env = {**base_env, **dict(spec.environment), MARK: mark}
+    env = {**service_environment(spec, base_env), MARK: mark}
     user: int | None = None
     group: int | None = None
     extra_groups: list[int] | None = None

@@ -65,7 +65,7 @@ class EngineContext:
     emit: Callable[..., None]  # the supervisor's own event log
     logs_dir: Path
     base_env: dict[str, str]
-    exec_runner: ExecRunner | None = None  # None: a ReaperExecRunner on `reaper`, when needed
+    exec_runner: ExecRunner | None = None  # None: each service's own ReaperExecRunner, when needed
     metrics: Metrics | None = None  # set once the engine has one
     clock: Callable[[], float] = time.monotonic
     pacing: Pacing = PACING  # how fast restarts come back (tests shrink it)
@@ -468,19 +468,23 @@ class Service:
 
         health = self.spec.health
         kinds: tuple[ProbeKind, ...] = ("ready", "live")
+        runner = self.ctx.exec_runner
         for kind in kinds:
             spec = health.ready if kind == "ready" else health.live
             if spec.kind == "none":
                 continue
-            if spec.kind == "exec" and self.ctx.exec_runner is None:
+            if spec.kind == "exec" and runner is None:
                 # Never asyncio's child watcher: our reaper's waitpid(-1) would take its
-                # statuses (a probe of `true` would read exit 255).
+                # statuses (a probe of `true` would read exit 255). One runner per service:
+                # its probes get the secrets it names and no other (start.childenv).
+                from start.childenv import probe_environment
                 from start.execprobe import ReaperExecRunner
 
-                self.ctx.exec_runner = ReaperExecRunner(self.ctx.reaper)
+                runner = ReaperExecRunner(self.ctx.reaper,
+                                          env=probe_environment(self.spec, self.ctx.base_env))
             loop = ProbeLoop(spec, health.interval, health.timeout,
                              on_result=functools.partial(self._on_probe, kind),
-                             clock=self.ctx.clock, exec_runner=self.ctx.exec_runner)
+                             clock=self.ctx.clock, exec_runner=runner)
             self._probes[kind] = loop
             loop.start()
 

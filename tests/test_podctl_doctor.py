@@ -206,3 +206,21 @@ def test_a_tcp_liveness_probe_is_warned_about(image: dict[str, Any], capsys: Any
     assert "[health:api]" not in out
     code, out = doctor(image, capsys, "--strict", "--catalogue", str(catalogue))
     assert has(out, "[FAIL]", "liveness", "[health:web]")
+
+
+def test_a_wildcard_bind_is_an_exposure_warning(image: dict[str, Any], capsys: Any,
+                                               tmp_path: Path) -> None:
+    """The real engine's `--check` warns about a command binding 0.0.0.0; doctor labels it
+    `exposure`, not `liveness`; a service marked public=true is not warned about."""
+    catalogue = tmp_path / "pod.conf"
+    catalogue.write_text("[program:web]\ncommand=/bin/sleep 100 --hostname=0.0.0.0\n"
+                         "[program:door]\ncommand=/bin/sleep 100 --host 0.0.0.0\n"
+                         "[health:door]\npublic=true\n")
+    image["env"]["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    code, out = doctor(image, capsys, "--catalogue", str(catalogue))
+    assert code == 0, out
+    assert has(out, "[warn]", "exposure", "[program:web]", "command binds a wildcard address",
+               "(--hostname=0.0.0.0)")
+    assert "[program:door]" not in out and "liveness" not in out
+    code, out = doctor(image, capsys, "--strict", "--catalogue", str(catalogue))
+    assert code == 1 and has(out, "[FAIL]", "exposure", "[program:web]")

@@ -17,6 +17,7 @@ from healthz.spec import HealthSpec, parse_health_section
 from healthz.spelling import did_you_mean
 from start.catalogue import program as program_
 from start.catalogue.checks import check_services, resolve
+from start.catalogue.secrecy import check_secrets
 from start.catalogue.sources import Sources
 from start.catalogue.spec import Catalogue, Provenance, ServiceSpec
 from start.errors import ConfigError
@@ -126,7 +127,7 @@ class _Builder:
                 self._health(name, program_.base_names(self.here, name, name,
                                                        environ_expansions))
         services = check_services(services, programs, health, groups, self.sources)
-        return services
+        return check_secrets(services, self.parser, self.cut, self.sources)
 
     def _supervisord_environment(self) -> dict[str, str]:
         expansions = dict(self.parser.expansions)

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from start.catalogue.spec import Catalogue, stamp_of
 
-FORMAT = 2  # bump when what is stored changes shape
+FORMAT = 3  # bump when what is stored changes shape
 DIRECTORY = "cache"
 FILENAME = "catalogue.pickle"
 MAX_BYTES = 8 << 20  # a catalogue of a thousand services pickles to well under this

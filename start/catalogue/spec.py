@@ -55,6 +55,9 @@ class ServiceSpec:
     health: HealthSpec  # `after` holds service names (a program's name resolved to its processes)
     source: str  # the file that defined it, for messages
     program: str = ""  # the [program:x] it comes from (differs from `name` with numprocs)
+    # The pod's secrets this service is not given: removed from its environment and its exec
+    # probes', whoever set them (start.catalogue.secrecy decides, start.childenv applies).
+    withheld: tuple[str, ...] = ()
 
     @property
     def after(self) -> tuple[str, ...]:
@@ -68,6 +71,11 @@ class Catalogue:
     files: tuple[str, ...] = field(default=())
     # What it was built from, for the cache's key; not part of what the catalogue means.
     provenance: Provenance | None = field(default=None, compare=False)
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        """Every variable some service names in `secrets=`: a secret for the whole pod."""
+        return frozenset(name for s in self.services for name in s.health.secrets)
 
     def get(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
