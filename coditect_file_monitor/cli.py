@@ -26,8 +26,16 @@ DEFAULT_BACKUPS = 5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def _ascii_digits(value: str) -> str:
+    """float() and int() take a full-width or an Arabic-Indic 15 as 15: a flag is written in
+    0-9 or refused."""
+    if any(ch.isdecimal() and not ch.isascii() for ch in value):
+        raise argparse.ArgumentTypeError(f"{value!r}: write numbers with the ASCII digits 0-9")
+    return value
+
+
 def _positive_float(value: str) -> float:
-    number = float(value)
+    number = float(_ascii_digits(value))
     if not number > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return number
@@ -35,7 +43,7 @@ def _positive_float(value: str) -> float:
 
 def _count(minimum: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        number = int(value)
+        number = int(_ascii_digits(value))
         if number < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return number

@@ -111,7 +111,7 @@ class _QuietHandler(WSGIRequestHandler):
 def parse_addr(value: str) -> tuple[str, int]:
     """`HOST:PORT`, `[::1]:PORT` or `:PORT` (all interfaces); raises ValueError."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not (port.isascii() and port.isdecimal()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104  # scraped from outside the pod
     return host, int(port)

@@ -17,7 +17,7 @@ def resolve(user: str | None) -> Owner | None:
         entry = pwd.getpwnam(user)
         owner = Owner(entry.pw_uid, entry.pw_gid)
     except KeyError:
-        if not user.isdigit():
+        if not (user.isascii() and user.isdecimal()):  # int() takes a full-width 1000 too
             raise InitError(f"unknown user {user!r} — create it or give a numeric uid",
                             EX_NOUSER) from None
         uid = int(user)

@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from healthz.digits import ASCII_ONLY, foreign_digits, is_ascii_number
 from healthz.kube import liveness_checks, readiness_checks
 from healthz.model import Pod, ServiceSnapshot, UnknownService, VerbFailed
 from healthz.names import is_service_name
@@ -64,8 +65,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 def parse_signal(text: str) -> signal.Signals:
     """`HUP`, `SIGHUP`, `hup` or `1` → SIGHUP; anything else is a ValueError."""
     text = text.strip()
+    if foreign_digits(text):
+        raise ValueError(f"no signal named {text!r}; {ASCII_ONLY}")
     try:
-        if text.isdigit():
+        if is_ascii_number(text):
             return signal.Signals(int(text))
         name = text.upper()
         return signal.Signals[name if name.startswith("SIG") else "SIG" + name]

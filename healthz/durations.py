@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 import re
 
+from healthz.digits import ASCII_ONLY, foreign_digits
+
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # One or more `<number><unit>` parts ("1m30s"), or a single bare number.
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)")
-_BARE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)", re.ASCII)
+_BARE = re.compile(r"\d+(?:\.\d*)?|\.\d+", re.ASCII)
 
 _EXPECTED = "expected a number with a unit, e.g. 2s, 500ms, 1m, 1h (a bare number is seconds)"
 
@@ -23,6 +25,8 @@ def parse_duration(text: str) -> float:
     stripped = text.strip().lower()
     if not stripped:
         raise ValueError(f"empty duration; {_EXPECTED}")
+    if foreign_digits(stripped):
+        raise ValueError(f"{text.strip()!r} is not a duration; {ASCII_ONLY}")
     if stripped.startswith("-"):
         raise ValueError(f"{text.strip()!r} is negative; a duration is 0 or more")
     if _BARE.fullmatch(stripped):

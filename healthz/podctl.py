@@ -346,11 +346,22 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# healthz.digits's rule, kept here: podctl imports nothing it does not need (docs/PODCTL.md).
+_ASCII_ONLY = "write numbers with the ASCII digits 0-9"
+
+
+def _foreign_digits(text: str) -> bool:
+    """A decimal digit int() and float() would take that is not 0-9 (full-width, Arabic-Indic)."""
+    return any(ch.isdecimal() and not ch.isascii() for ch in text)
+
+
 def _signal_arg(text: str) -> str:
     """HUP, SIGHUP, hup or 1 → the name the socket takes (HUP); a number with no name stays."""
     import signal
 
-    if text.isdigit():
+    if _foreign_digits(text):
+        raise argparse.ArgumentTypeError(f"bad signal {text!r}: {_ASCII_ONLY}")
+    if text.isascii() and text.isdecimal():
         number = int(text)
         if not 0 < number < signal.NSIG:
             raise argparse.ArgumentTypeError(f"no signal number {text} (1-{signal.NSIG - 1})")
@@ -368,6 +379,9 @@ def _signal_arg(text: str) -> str:
 
 
 def _positive(text: str) -> float:
+    if _foreign_digits(text):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}; "
+                                         f"{_ASCII_ONLY}")
     try:
         value = float(text)
     except ValueError:
@@ -378,8 +392,9 @@ def _positive(text: str) -> float:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}")
+    if not (text.isascii() and text.isdecimal()):
+        raise argparse.ArgumentTypeError(f"not a number of lines: {text!r}"
+                                         + (f"; {_ASCII_ONLY}" if _foreign_digits(text) else ""))
     return int(text)
 
 

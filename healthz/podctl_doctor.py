@@ -227,10 +227,8 @@ def health_target(addr: str) -> tuple[str, int]:
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    try:
-        return host, int(port)
-    except ValueError:
-        return host, 8081
+    # Only 0-9: int() would read a full-width 8081, which the engine refuses (healthz.digits).
+    return host, int(port) if port.isascii() and port.isdecimal() else 8081
 
 
 def report(sections: list[tuple[str, list[Finding]]], colour: bool) -> tuple[str, int, int]:

@@ -25,6 +25,7 @@ from healthz.connguard import (
     connection_cap,
     current_soft_limit,
 )
+from healthz.digits import is_ascii_number
 from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
 
@@ -50,8 +51,8 @@ def parse_addr(text: str) -> tuple[str, int]:
             raise ValueError(f"bad address {text!r}: expected HOST:PORT")
         if ":" in host:
             raise ValueError(f"bad address {text!r}: an IPv6 address goes in brackets")
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(f"bad address {text!r}: port must be 0-65535")
+    if not is_ascii_number(port_text) or int(port_text) > 65535:
+        raise ValueError(f"bad address {text!r}: port must be 0-65535 (ASCII digits)")
     return host or "0.0.0.0", int(port_text)  # noqa: S104  # the kubelet probes the pod IP
 
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from healthz.digits import ASCII_ONLY, foreign_digits
 from start.catalogue import load as load_catalogue
 from start.catalogue.cache import CatalogueCache
 from start.childenv import forget_secrets
@@ -79,12 +80,14 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
                         help="validate the catalogue and exit (0 valid, 78 invalid)")
     args = parser.parse_args(argv)
     try:
+        if foreign_digits(args.drain_timeout):  # float() reads a full-width 25 as 25
+            raise ValueError
         drain_timeout = float(args.drain_timeout)
         if not 0 < drain_timeout < 3600:
             raise ValueError
     except ValueError:
         parser.error(f"--drain-timeout: {args.drain_timeout!r} is not a number of seconds "
-                     "between 0 and 3600")
+                     f"between 0 and 3600 ({ASCII_ONLY})")
     if args.log_format not in ("json", "console", "auto"):
         parser.error(f"CODITECT_LOG_FORMAT: {args.log_format!r}; use json, console or auto")
     return Settings(

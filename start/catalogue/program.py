@@ -19,6 +19,7 @@ from typing import Any
 import supervisor.datatypes as d
 from supervisor.options import ServerOptions, UnhosedConfigParser
 
+from healthz.digits import ASCII_ONLY, foreign_digits
 from healthz.spelling import did_you_mean
 
 MAX_NUMPROCS = 1000
@@ -169,6 +170,9 @@ def read_program(parser: Any, section: str, group: str, names: dict[str, object]
                 for name, value in key_value_pairs(text).items():
                     names[f"ENV_{name}"] = value
             elif key in converters:
+                if key != "process_name" and foreign_digits(text):
+                    # supervisor's int() would read a full-width 15 as 15
+                    raise ValueError(f"{text.strip()!r}: {ASCII_ONLY}")
                 values[key] = converters[key](text)
         except ValueError as error:
             result.problems.append((key, one_line(error)))
