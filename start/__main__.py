@@ -1,3 +1,3 @@
-from start.cli import main
+from start.entry import main
 
 main()

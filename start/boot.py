@@ -145,9 +145,11 @@ class Boot:
     async def wait_boot_over(self, stop_requested: asyncio.Event) -> bool:
         """Wait until the boot is over (see BOOT_LIMIT and BOOT_GRACE); False when a stop
         signal came first, and the deferred work is not worth doing any more."""
-        critical = [s.settled.wait() for s in self.pod.services.values()
+        critical = [s.settled for s in self.pod.services.values()
                     if s.spec.health.critical and s.want_running]
-        settled: asyncio.Future[object] = asyncio.ensure_future(asyncio.gather(*critical))
+        # A task, not asyncio.gather: a gather cancelled here (a SIGTERM during the boot) holds
+        # a CancelledError nobody retrieves, which asyncio prints as a traceback at exit.
+        settled: asyncio.Future[object] = asyncio.ensure_future(_all_set(critical))
         stopping: asyncio.Future[object] = asyncio.ensure_future(stop_requested.wait())
         try:
             await asyncio.wait({settled, stopping}, timeout=BOOT_LIMIT,
@@ -238,3 +240,8 @@ def _pod_metrics(pod: Pod) -> PodMetrics:
     from healthz.metrics import PodMetrics
 
     return PodMetrics(pod)
+
+
+async def _all_set(events: list[asyncio.Event]) -> None:
+    for event in events:
+        await event.wait()

@@ -12,7 +12,7 @@ from healthz.digits import ASCII_ONLY, foreign_digits
 from start.catalogue import load as load_catalogue
 from start.catalogue.cache import CatalogueCache
 from start.childenv import forget_secrets
-from start.early import keep_signals, kill_unadopted, prepare_directories, spawn_first_wave
+from start.early import kill_unadopted, prepare_directories, spawn_first_wave
 from start.errors import (
     EXIT_CONFIG,
     EXIT_OK,
@@ -22,6 +22,7 @@ from start.errors import (
     report_invalid,
 )
 from start.settings import Settings
+from start.stopsignals import keep_signals, release_signals
 
 EPILOG = """\
 environment (a flag wins over its variable):
@@ -117,14 +118,17 @@ def run(argv: list[str] | None = None) -> int:
     try:
         settings = parse_args(argv, environ)
     except SystemExit as exit_:
+        release_signals()
         return EXIT_USAGE if exit_.code not in (0, None) else EXIT_OK
     # Children expand %(ENV_CODITECT_*)s in the catalogue: give them the resolved values.
     resolved = {"CODITECT_HOME": str(settings.home), "CODITECT_RUN": str(settings.run_dir),
                 "CODITECT_WORKSPACE": environ.get("CODITECT_WORKSPACE", "/workspace")}
     environ.update(resolved)
     os.environ.update(resolved)
-    if not settings.check_only:
-        keep_signals()  # from here a SIGTERM is never lost, however early it comes
+    if settings.check_only:
+        release_signals()  # a check is interrupted as any command is
+    else:
+        keep_signals()  # already, from start.entry; again for a caller of run() itself
 
     # A warm boot (a container restart: $CODITECT_RUN survives it) takes the catalogue it
     # parsed last time, if nothing it depended on changed, and spawns without importing the

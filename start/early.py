@@ -7,42 +7,19 @@ engine's own `start.process.spawn`, and the engine adopts them as it boots
 sooner. This is step 1 of the boot's timeline (`start.boot`), the one that must run before
 asyncio is imported.
 
-A stop signal that arrives meanwhile is kept and acted on once the engine's handlers are in
-place. Without a handler of ours PID 1 would never see it: the kernel drops a signal whose
-action is the default one for the init of a PID namespace, and the pod would wait for the
-kubelet's SIGKILL.
+A stop signal that arrives meanwhile is kept (start.stopsignals, from `coditect-start`'s first
+line) and acted on once the engine's handlers are in place.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-from types import FrameType
 
 from start.catalogue import Catalogue, ServiceSpec
 from start.errors import EXIT_RUNTIME
 from start.process import ChildProcess, SpawnError, become_subreaper, spawn
 from start.settings import Settings
-
-KEPT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_arrived: list[int] = []
-
-
-def keep_signals() -> None:
-    """Record stop and reload signals until the engine installs its own handlers."""
-    for signum in KEPT_SIGNALS:
-        signal.signal(signum, _keep)
-
-
-def _keep(signum: int, _frame: FrameType | None) -> None:
-    _arrived.append(signum)
-
-
-def kept_signals() -> list[int]:
-    """The signals that arrived before the engine's handlers, in order; forgotten once read."""
-    arrived = list(_arrived)
-    _arrived.clear()
-    return arrived
 
 
 def prepare_directories(settings: Settings) -> int | None:

@@ -18,7 +18,7 @@ from start.boot import Boot
 from start.catalogue import Catalogue
 from start.catalogue import load as load_catalogue
 from start.childenv import forget_secrets
-from start.early import kept_signals, kill_unadopted
+from start.early import kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from start.events import EventLog
 from start.fdlimit import raise_own_limit
@@ -28,6 +28,7 @@ from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
 from start.settings import Settings
+from start.stopsignals import kept_signals
 from start.watch import CatalogueWatcher, Targets, targets_of
 
 if TYPE_CHECKING:
