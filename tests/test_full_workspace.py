@@ -47,7 +47,7 @@ def test_a_full_workspace_keeps_the_pod_ready(tmp_path: Path) -> None:
 
         # A developer goes on working: a new file (an inode needs no block), a write that fails.
         (seen / "notes.txt").touch()
-        with pytest.raises(OSError) as refused:
+        with pytest.raises(OSError, match="No space left") as refused:
             (seen / "notes.txt").write_bytes(b"x" * 65536)
         assert refused.value.errno == errno.ENOSPC
         (seen / "src").mkdir()
