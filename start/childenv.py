@@ -13,13 +13,20 @@ from collections.abc import Iterable, Mapping
 
 from start.catalogue.spec import ServiceSpec
 
+# In the environment of a service that some secrets were withheld from: their names, so that
+# `coditect-start --check` run from there (`podctl validate` in an IDE terminal) knows they are
+# set in the pod, only not here (start.cli). Names, never values.
+WITHHELD = "CODITECT_WITHHELD"
+
 
 def service_environment(spec: ServiceSpec, base_env: Mapping[str, str]) -> dict[str, str]:
     """What the service's process starts with: the pod's environment, its own on top, and no
     secret it does not name, whoever set it."""
     env = {**base_env, **dict(spec.environment)}
-    for name in spec.withheld:
+    for name in (*spec.withheld, WITHHELD):
         env.pop(name, None)
+    if spec.withheld:
+        env[WITHHELD] = ",".join(spec.withheld)
     return env
 
 
@@ -28,6 +35,15 @@ def probe_environment(spec: ServiceSpec, base_env: Mapping[str, str]) -> dict[st
     existed, less the secrets the service is not given."""
     withheld = set(spec.withheld)
     return {name: value for name, value in base_env.items() if name not in withheld}
+
+
+def withheld_here(environ: dict[str, str]) -> list[str]:
+    """For `--check` in a service's environment: the secrets the pod withheld from it, set in
+    `environ` to a stand-in so that `requires_env` and `%(ENV_X)s` check as they would in the
+    pod; their names, for a note."""
+    names = [n for n in environ.get(WITHHELD, "").split(",") if n and not environ.get(n)]
+    environ.update(dict.fromkeys(names, "(withheld)"))
+    return names
 
 
 def forget_secrets(names: Iterable[str]) -> None:

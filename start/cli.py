@@ -11,7 +11,7 @@ from pathlib import Path
 from healthz.digits import ASCII_ONLY, foreign_digits
 from start.catalogue import load as load_catalogue
 from start.catalogue.cache import CatalogueCache
-from start.childenv import forget_secrets
+from start.childenv import forget_secrets, withheld_here
 from start.early import kill_unadopted, prepare_directories, spawn_first_wave
 from start.errors import (
     EXIT_CONFIG,
@@ -125,8 +125,10 @@ def run(argv: list[str] | None = None) -> int:
                 "CODITECT_WORKSPACE": environ.get("CODITECT_WORKSPACE", "/workspace")}
     environ.update(resolved)
     os.environ.update(resolved)
+    withheld: list[str] = []
     if settings.check_only:
         release_signals()  # a check is interrupted as any command is
+        withheld = withheld_here(environ)
     else:
         keep_signals()  # already, from start.entry; again for a caller of run() itself
 
@@ -149,6 +151,9 @@ def run(argv: list[str] | None = None) -> int:
 
         for note in catalogue.notes:
             sys.stdout.write(f"note: {note}\n")
+        if withheld:
+            sys.stdout.write(f"note: {', '.join(withheld)}: withheld from this environment by "
+                             "the pod (secrets=), taken as set\n")
         for warning in [*liveness_warnings(list(catalogue.services)),
                         *exposure_warnings(catalogue.services)]:
             sys.stdout.write(f"warning: {warning}\n")

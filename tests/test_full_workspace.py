@@ -37,7 +37,7 @@ def test_a_full_workspace_keeps_the_pod_ready(tmp_path: Path) -> None:
                str(workspace)]
     with running_demo("full-workspace-", env={"CODITECT_WORKSPACE": str(workspace)},
                       wrapper=wrapper) as demo:
-        wait_for(demo.socket.exists, 10, "the control socket")  # bound after the TCP port
+        demo.pod.wait_event("health_listening", 20)  # its own faces, the control socket too
         demo.wait_running(*CORE, "file-monitor")
         engine = demo.pod.engine_pid
         seen = in_the_pods_view(engine, workspace)

@@ -13,7 +13,7 @@ import pytest
 from start.catalogue import load as load_catalogue
 from start.catalogue.cache import CatalogueCache
 from start.errors import ConfigError
-from tests.demo_support import SERVICES, running_demo
+from tests.demo_support import SERVICES, podctl_command, running_demo
 from tests.support import PYTHON, ROOT, RunningPod, wait_for, write_catalogue
 
 SECRET = "s3cr3t-only-for-the-api"
@@ -92,6 +92,25 @@ def test_the_check_command_reports_it_in_one_line(tmp_path: Path) -> None:
     assert "[program:other] command: %(ENV_TOKEN)s: TOKEN is a secret" in done.stderr
 
 
+def test_a_check_where_the_pod_withheld_a_secret_takes_it_as_set(tmp_path: Path) -> None:
+    """`podctl validate` in an IDE terminal: the pod withheld the secret from it, and said so."""
+    location = two_services(tmp_path, other_health={"requires_env": "PLAIN"})
+    (location / "conf.d" / "api.conf").write_text(
+        (location / "conf.d" / "api.conf").read_text() + "requires_env=TOKEN\n")
+    without = {k: v for k, v in ENVIRON.items() if k != "TOKEN"}
+    command = [PYTHON, "-m", "start", "--check", "--catalogue", str(location)]
+
+    def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60,
+                              check=False, env={**env, "PYTHONPATH": str(ROOT)})
+
+    assert check(without).returncode == 78  # a shell the pod did not start: it is missing
+    done = check({**without, "CODITECT_WITHHELD": "TOKEN"})
+    assert done.returncode == 0, done.stderr
+    assert "note: TOKEN: withheld from this environment by the pod (secrets=), taken as set" \
+        in done.stdout
+
+
 def test_the_cache_holds_no_secret(tmp_path: Path) -> None:
     location = two_services(tmp_path, api={"environment": 'API_TOKEN="%(ENV_TOKEN)s"'})
     catalogue = load_catalogue(location, environ=ENVIRON)
@@ -142,6 +161,7 @@ def test_in_the_demo_pod_only_the_api_has_the_jwt_secret(tmp_path: Path) -> None
     environment, so /proc no longer shows what it was given: it is left out, not misread."""
     secret = "demo-jwt-" + tmp_path.name
     with running_demo("secrets-", env={"JWT_SECRET": secret}) as demo:
+        demo.pod.wait_event("health_listening", 20)  # its own faces, the control socket too
         demo.wait_running("theia", "coditect-v5-api", "codi2", "nginx")
         api = demo.pid("coditect-v5-api")
         readable = 0
@@ -153,4 +173,13 @@ def test_in_the_demo_pod_only_the_api_has_the_jwt_secret(tmp_path: Path) -> None
             is_api = child.pid == api or api in {p.pid for p in child.parents()}
             assert (environ.get("JWT_SECRET") == secret) == is_api, (child.pid, child.cmdline())
             assert "FDB_CLUSTER_FILE" in environ  # not a secret: passes as today
+            assert environ.get("CODITECT_WITHHELD") == (None if is_api else "JWT_SECRET")
         assert readable >= len(SERVICES) - 1  # every service but nginx
+        # A terminal's `podctl validate` (Theia's environment) still finds the catalogue valid.
+        terminal = {**environ_of(demo.pid("theia")), "NO_COLOR": "1",
+                    "CODITECT_CATALOGUE_OVERLAY": str(ROOT / "demo" / "overlay.conf")}
+        done = subprocess.run([*podctl_command(), "validate", str(ROOT / "supervisor")],
+                              capture_output=True, text=True, env=terminal, cwd=tmp_path,
+                              timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "JWT_SECRET: withheld from this environment" in done.stdout
