@@ -159,15 +159,15 @@ class Injector:
             os.kill(pid, signal.SIGUSR1)
             time.sleep(FLOOD_SECONDS)  # the fault lasts this long: then it must still be up
             new_pid = False
+        if stray is not None:
+            gone_in = self._gone_in(stray, at, SLACK)
+            fault.stray_left = gone_in is None
+            fault.detail = ("its setsid grandchild LEFT behind" if gone_in is None else
+                            f"its setsid grandchild gone {gone_in * 1000:.0f} ms after the kill")
         fault.recovered_in = self._wait_ready(name, int(status["pid"]), new_pid, at,
                                               2 * fault.bound)
         if fault.recovered_in is None:
             fault.detail += "; not ready again"
-        if stray is not None:
-            fault.stray_left = not self._gone(stray, SLACK)
-            fault.detail = ("its setsid grandchild LEFT behind" if fault.stray_left else
-                            f"its setsid grandchild gone {time.monotonic() - at:.2f}s after "
-                            "the kill") + fault.detail
         self.faults.append(fault)
         return fault
 
@@ -186,19 +186,19 @@ class Injector:
         return None
 
     @staticmethod
-    def _gone(process: psutil.Process, limit: float) -> bool:
-        """Whether `process` (that very one: is_running checks its start time) has ended and
-        been reaped within `limit` seconds."""
-        deadline = time.monotonic() + limit
+    def _gone_in(process: psutil.Process, since: float, limit: float) -> float | None:
+        """Seconds from `since` until `process` (that very one: is_running checks its start
+        time) ended; None if it was still there `limit` seconds later."""
+        deadline = since + limit
         while True:
             try:
                 if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
-                    return True
+                    return time.monotonic() - since
             except psutil.NoSuchProcess:
-                return True
+                return time.monotonic() - since
             if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)  # polling with a deadline
+                return None
+            time.sleep(0.005)  # polling with a deadline, finely: the figure is reported
 
     def _restart_bound(self, name: str, spec: ServiceSpec, status: dict[str, Any],
                        crashes: int) -> float:
