@@ -227,7 +227,7 @@ class ControlRoutes:
 
     def _service_status(self, svc: ServiceSnapshot) -> dict[str, object]:
         running = svc.pid is not None
-        usage = self._tree.usage(self._pod.pids_of(svc.name)) if running else None
+        usage = self._tree.usage(self._pod.pids_of(svc.name), svc.name) if running else None
         uptime = None
         if running and svc.started_at is not None:
             uptime = round(max(0.0, time.time() - svc.started_at), 3)
