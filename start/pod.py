@@ -151,7 +151,10 @@ class Pod:
         self.services[name] = service
         self.ctx.emit("transient_added", service=name)
         service.request_start([])
-        return await self._outcome_of_start(service)
+        try:
+            return await self._outcome_of_start(service)
+        except VerbFailed as failed:  # it stays, retried as any service is: say how to end it
+            raise VerbFailed(f"{failed}; retried until `podctl stop {name}`") from None
 
     def _remove_transient(self, service: Service, why: str) -> None:
         if self.services.get(service.name) is service:  # not one that replaced it meanwhile
