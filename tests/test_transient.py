@@ -17,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from healthz.model import State
 from healthz.podctl import split_command
-from healthz.run_request import parse_run_request
+from healthz.run_request import MAX_BODY, parse_run_request
 from start.strays import MARK
 from tests.demo_support import podctl_command
+from tests.health_support import FakePod, default_pod_services, running_faces
 from tests.support import ROOT, RunningPod, get, pid_alive, wait_for, write_catalogue
 
 DEADLINE = 30.0  # for one podctl command; a run waits for startsecs (1 s)
@@ -253,3 +255,25 @@ def test_the_command_is_everything_after_the_first_double_dash() -> None:
 def test_malformed_requests_are_refused(body: object, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         parse_run_request(body)
+
+
+async def test_the_route_answers_each_refusal_in_json(tmp_path: Path) -> None:
+    """POST /v1/run on the socket: not JSON 400, over the body limit 413, a good request 200
+    with the new service's status; the TCP port has no such route (405: read-only)."""
+    fake = FakePod(default_pod_services())
+    good = {"name": "dev", "command": ["sleep", "1"], "directory": "/"}
+    async with running_faces(fake, tmp_path) as faces:
+        async def post(body: bytes) -> tuple[int, Any]:
+            async with faces.unix.post("http://pod/v1/run", data=body) as resp:
+                return resp.status, await resp.json()
+
+        assert await post(b"{") == (400, {"error": "the body is not JSON"})
+        big = json.dumps({**good, "command": ["echo", "x" * MAX_BODY]}).encode()
+        status, answer = await post(big)
+        assert status == 413 and "KiB" in answer["error"]
+        status, answer = await post(json.dumps(good).encode())
+        assert status == 200 and answer["ok"] is True, answer
+        assert answer["service"]["transient"] is True
+        assert answer["service"]["state"] == str(State.RUNNING)
+        async with faces.tcp.post(faces.tcp_url + "/v1/run", data=b"{}") as resp:
+            assert resp.status == 405
