@@ -62,7 +62,9 @@ class Pod:
     # -- faces --------------------------------------------------------------------------------
 
     def snapshot(self) -> PodSnapshot:
-        services = tuple(s.snapshot() for s in self.services.values())
+        # Transient services after the catalogue's, whichever a reload added last.
+        services = tuple(s.snapshot() for s in sorted(self.services.values(),
+                                                      key=lambda s: s.spec.transient))
         if not self.started_up and all(s.ever_ready for s in self.services.values()
                                        if s.spec.health.critical and s.spec.autostart):
             self.started_up = True

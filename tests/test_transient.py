@@ -183,6 +183,7 @@ def test_a_reload_keeps_it_and_the_drain_ends_it(tmp_path: Path) -> None:
         assert "removed watcher" not in reloaded.stdout
         wait_for(lambda: pod.pid_of("api"), 10, "api started")
         assert pod.pid_of("watcher") == pid
+        assert list(pod.status()) == ["theia", "api", "watcher"]  # the catalogue's first
         pod.running.signal(signal.SIGTERM)
         assert pod.running.wait() == 0, pod.running.tail()
         assert not pid_alive(pid)
