@@ -502,8 +502,8 @@ def build_parser() -> Parser:
         action="store_true",
         help="keep printing new lines, across rotation, until Ctrl-C or SIGTERM",
     )
-    sub = verb("run", cmd_run, "start a command as a transient service of the pod: "
-               "podctl run NAME [--directory DIR] [--env K=V]… -- COMMAND [ARG…]")
+    sub = verb("run", cmd_run, "run a command as a transient service of the pod, past the "
+               "IDE's restarts (NAME … -- COMMAND…); podctl stop NAME ends it")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument("--directory", metavar="DIR",
                      help="where the command runs (default: this shell's directory)")
