@@ -115,6 +115,7 @@ class Service:
         self._probe_stops: set[asyncio.Task[None]] = set()
         self._pumps: list[Pump] = []
         self._log: ServiceLog | None = None
+        self._retired = False  # removed from the pod: the log closes once its pumps are done
         # The last run's process group, until it is empty, and how long a spawn waits for that.
         self._leftovers: tuple[ChildProcess, float] | None = None
 
@@ -234,6 +235,7 @@ class Service:
             reason="" if ready else reason,
             budget_exhausted=self.budget_exhausted(),
             log_write_failures=self._log.failures if self._log is not None else 0,
+            transient=self.spec.transient,
         )
 
     def dependencies(self) -> list[Service]:
@@ -285,6 +287,17 @@ class Service:
 
     def pids(self) -> list[int]:
         return [self._proc.pid] if self._proc else []
+
+    def retire(self) -> None:
+        """It leaves the pod (a transient service stopped): its log file is closed as soon as
+        the last of its output is written, so that runs come and go without leaking files."""
+        self._retired = True
+        self._close_log_when_idle()
+
+    def _close_log_when_idle(self) -> None:
+        if self._retired and not self._pumps and self._log is not None:
+            self._log.close()
+            self._log = None
 
     def close_pumps(self) -> None:
         for pump in list(self._pumps):
@@ -444,6 +457,7 @@ class Service:
         stream = proc.popen.stdout if pump.stream == "stdout" else proc.popen.stderr
         if stream is not None:
             stream.close()
+        self._close_log_when_idle()
 
     def _on_reaped(self, proc: ChildProcess, status: int) -> None:
         proc.mark_reaped(status)

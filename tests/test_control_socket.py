@@ -200,7 +200,7 @@ async def test_status_lists_every_service(pod: FakePod, tmp_path: Path) -> None:
     assert set(theia) == {
         "name", "state", "critical", "ready", "live", "pid", "uptime_seconds", "restarts",
         "restarts_by_reason", "last_exit", "last_exit_code", "reason", "cpu_percent",
-        "rss_bytes",
+        "rss_bytes", "transient",
     }
     assert theia["restarts_by_reason"] == {"liveness": 2}
     assert (theia["last_exit"], theia["last_exit_code"]) == ("exit 1", 1)
