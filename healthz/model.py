@@ -44,6 +44,7 @@ class ServiceSnapshot:
     reason: str = ""  # why it is not ok; never shown on the TCP port
     budget_exhausted: bool = False  # used up its restart_budget (critical: /livez fails)
     log_write_failures: int = 0  # chunks its log file could not take (full or read-only volume)
+    status: str = ""  # what the service said of itself (sd_notify's STATUS=); control socket only
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class PodSnapshot:
     booted_at: float
     reload_errors: tuple[str, ...] = ()
     home_problems: tuple[str, ...] = ()  # $CODITECT_HOME could not be prepared (degraded)
+    notify_ignored: int = 0  # sd_notify datagrams from no service's run (start.notify)
 
     def service(self, name: str) -> ServiceSnapshot | None:
         return next((s for s in self.services if s.name == name), None)

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from start.boot import Boot
@@ -23,6 +24,7 @@ from start.events import EventLog
 from start.fdlimit import raise_own_limit
 from start.logs import Console
 from start.mounts import run_dir_problem
+from start.notify import SOCKET_NAME, NotifySocket
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
@@ -75,6 +77,8 @@ class Engine:
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
         self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
+        self.notify = NotifySocket(loop, settings.run_dir / SOCKET_NAME, self.pod.on_notify,
+                                   self.events, time.monotonic)
         self.boot = Boot(loop, self.pod, self.events, cache, warm)
         self.ctx.metrics = self.boot.metrics
         self.console.on_drop = self.boot.metrics.count_dropped_log_lines
@@ -140,6 +144,8 @@ class Engine:
 
     def spawn(self) -> None:
         """Adopt what was spawned early, spawn the rest, then act on the signals kept meanwhile."""
+        if self.notify.open():  # before the first service that is told of it
+            self.ctx.notify = self.notify
         self.pod.boot()
         # Only now: the boot has registered every child it adopted, so the first sweep of the
         # reaper hands a child that already exited to its service, not to the orphan count.
@@ -205,6 +211,7 @@ class Engine:
         if self.watcher is not None:
             self.watcher.stop()
         in_time = await self.pod.drain(self.settings.drain_timeout)
+        self.notify.close()
         if server is not None:
             await server.stop()
         if not in_time and exit_code == EXIT_OK:

@@ -353,6 +353,9 @@ def emit(name: str, *, level: str = "info", **fields: object) -> Emit:
 
 # -- the transition function ----------------------------------------------------------------
 
+_WATCHDOG_EVENTS: tuple[type[Event], ...] = (WatchdogKicked, WatchdogMissed)
+_EXTEND_EVENTS: tuple[type[Event], ...] = (StartExtended,)
+
 # Pairs that change nothing, whatever the rest of the phase (each is a timer already disarmed,
 # a probe of a run that ended, or a verb that is already done).
 IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(
@@ -370,9 +373,10 @@ IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(
        (State.STOPPING, LivenessFailed), (State.STARTING, KillDue), (State.RUNNING, KillDue)}
     # What the service tells of itself (sd_notify) matters while it starts or runs; a stop
     # is not extended and a watchdog does not restart what is being stopped.
-    | {(state, event) for state in State if state not in (State.STARTING, State.RUNNING)
-       for event in (WatchdogKicked, WatchdogMissed)}
-    | {(state, StartExtended) for state in State if state is not State.STARTING})
+    | {(state, told) for state in State if state not in (State.STARTING, State.RUNNING)
+       for told in _WATCHDOG_EVENTS}
+    | {(state, extended) for state in State if state is not State.STARTING
+       for extended in _EXTEND_EVENTS})
 
 
 def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,

@@ -19,6 +19,7 @@ from start.catalogue import Catalogue
 from start.errors import ConfigError
 from start.looplag import LoopLag
 from start.service import EngineContext, Service
+from start.strays import mark_of
 
 KILL_REAP_GRACE = 3.0  # after a SIGKILL, how long to wait for the kernel to let us reap
 
@@ -67,7 +68,21 @@ class Pod:
             self.started_up = True
         return PodSnapshot(services=services, draining=self.draining,
                            started_up=self.started_up, booted_at=self.booted_at,
-                           reload_errors=self.reload_errors, home_problems=homecheck.problems())
+                           reload_errors=self.reload_errors, home_problems=homecheck.problems(),
+                           notify_ignored=notify.ignored if (notify := self.ctx.notify) else 0)
+
+    def on_notify(self, pid: int, fields: dict[str, str]) -> bool:
+        """Hand an sd_notify datagram from `pid` to the service whose current run it belongs
+        to (its process, or a descendant carrying the run's mark); False when none does."""
+        mark: str | None = None
+        for looked_up in (False, True):
+            for service in self.services.values():
+                if service.carries(pid, mark):
+                    service.on_notify(fields)
+                    return True
+            if looked_up or (mark := mark_of(pid)) is None:
+                return False
+        return False
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()
