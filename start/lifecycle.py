@@ -353,12 +353,9 @@ def emit(name: str, *, level: str = "info", **fields: object) -> Emit:
 
 # -- the transition function ----------------------------------------------------------------
 
-_WATCHDOG_EVENTS: tuple[type[Event], ...] = (WatchdogKicked, WatchdogMissed)
-_EXTEND_EVENTS: tuple[type[Event], ...] = (StartExtended,)
-
 # Pairs that change nothing, whatever the rest of the phase (each is a timer already disarmed,
 # a probe of a run that ended, or a verb that is already done).
-IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(
+_IGNORED_PAIRS: set[tuple[State, type[Event]]] = (
     {(state, event) for state in State if state not in (State.STARTING, State.RUNNING,
                                                         State.STOPPING)
      for event in (StartsecsElapsed, StartTimedOut, ReadyPassed, LivenessFailed, Exited,
@@ -370,13 +367,14 @@ IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(
        (State.RUNNING, StartsecsElapsed), (State.STOPPING, StartsecsElapsed),
        (State.RUNNING, StartTimedOut), (State.STOPPING, StartTimedOut),
        (State.RUNNING, ReadyPassed), (State.STOPPING, ReadyPassed),
-       (State.STOPPING, LivenessFailed), (State.STARTING, KillDue), (State.RUNNING, KillDue)}
-    # What the service tells of itself (sd_notify) matters while it starts or runs; a stop
-    # is not extended and a watchdog does not restart what is being stopped.
-    | {(state, told) for state in State if state not in (State.STARTING, State.RUNNING)
-       for told in _WATCHDOG_EVENTS}
-    | {(state, extended) for state in State if state is not State.STARTING
-       for extended in _EXTEND_EVENTS})
+       (State.STOPPING, LivenessFailed), (State.STARTING, KillDue), (State.RUNNING, KillDue)})
+# What the service tells of itself (sd_notify) matters while it starts or runs; a stop is not
+# extended and a watchdog does not restart what is being stopped.
+_TOLD: tuple[type[Event], ...] = (WatchdogKicked, WatchdogMissed, StartExtended)
+_IGNORED_PAIRS |= {(state, told) for state in State for told in _TOLD
+                   if state not in (State.STARTING, State.RUNNING)}
+_IGNORED_PAIRS |= {(State.RUNNING, told) for told in _TOLD if told is StartExtended}
+IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(_IGNORED_PAIRS)
 
 
 def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
