@@ -77,7 +77,7 @@ class NotifySocket:
         self.path = path
         self._loop = loop
         self._deliver = deliver
-        self._emit = emit
+        self.events = emit
         self._clock = clock
         self._sock: socket.socket | None = None
         self._window_start = 0.0
@@ -102,7 +102,7 @@ class NotifySocket:
             sock.setblocking(False)
         except OSError as error:
             sock.close()
-            self._emit("notify_socket_failed", path=str(self.path),
+            self.events("notify_socket_failed", path=str(self.path),
                        error=error.strerror or str(error), level="error")
             return False
         self._sock = sock
@@ -138,7 +138,7 @@ class NotifySocket:
                 self._in_window -= 1  # nothing was there: the token was not used
                 return
             except OSError as error:
-                self._emit("notify_read_failed", error=error.strerror or str(error),
+                self.events("notify_read_failed", error=error.strerror or str(error),
                            level="error")
                 return
             pid = _sender(ancillary)
