@@ -74,15 +74,16 @@ class Pod:
     def on_notify(self, pid: int, fields: dict[str, str]) -> bool:
         """Hand an sd_notify datagram from `pid` to the service whose current run it belongs
         to (its process, or a descendant carrying the run's mark); False when none does."""
-        mark: str | None = None
-        for looked_up in (False, True):
-            for service in self.services.values():
-                if service.carries(pid, mark):
-                    service.on_notify(fields)
-                    return True
-            if looked_up or (mark := mark_of(pid)) is None:
-                return False
-        return False
+        services = self.services.values()
+        owner = next((s for s in services if s.carries(pid, None)), None)
+        # Not a service's own process: its environment names its run, if any (read only now,
+        # for a datagram from a descendant, e.g. a shell's systemd-notify).
+        if owner is None and (mark := mark_of(pid)) is not None:
+            owner = next((s for s in services if s.carries(pid, mark)), None)
+        if owner is None:
+            return False
+        owner.on_notify(fields)
+        return True
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()
