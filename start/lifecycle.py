@@ -528,8 +528,8 @@ def _start_timed_out(phase: Phase, spec: ServiceSpec, now: float) -> tuple[Phase
 def _extend_start(phase: Phase, spec: ServiceSpec, seconds: float,
                   now: float) -> tuple[Phase, Actions]:
     run = phase.run
-    if phase.state is not State.STARTING or run is None or run.ready:
-        return phase, ()
+    if phase.state is not State.STARTING or run is None or run.ready or not has_ready_probe(spec):
+        return phase, ()  # without a ready probe startsecs ends starting: nothing to extend
     ends = max(run.started + spec.health.start_timeout, run.extended_to)
     if now + seconds <= ends:
         return phase, ()  # systemd's rule too: an extension never shortens the window
