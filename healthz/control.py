@@ -118,6 +118,7 @@ class ControlRoutes:
             "booted_at": snap.booted_at,
             "reload_errors": list(snap.reload_errors),
             "home_problems": list(snap.home_problems),
+            "notify_ignored": snap.notify_ignored,
         })
 
     async def health(self, request: web.Request) -> web.Response:
@@ -271,6 +272,7 @@ class ControlRoutes:
             "last_exit": svc.last_exit,
             "last_exit_code": svc.last_exit_code,
             "reason": svc.reason,
+            "status": svc.status,
             "cpu_percent": None if usage is None else round(usage.cpu_percent, 1),
             "rss_bytes": None if usage is None else usage.rss_bytes,
             "transient": svc.transient,

@@ -98,6 +98,11 @@ class _SnapshotCollector(Collector):
             "(full or read-only volume): services run, their logs reach stdout only.",
             value=1.0 if snap.home_problems else 0.0,
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_notify_ignored",
+            "sd_notify datagrams from a process of no service's current run, ignored.",
+            value=float(snap.notify_ignored),
+        )
         yield GaugeMetricFamily(
             f"{PREFIX}_started_up", "1 once every critical service has been ready since boot.",
             value=1.0 if snap.started_up else 0.0,

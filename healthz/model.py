@@ -45,6 +45,7 @@ class ServiceSnapshot:
     budget_exhausted: bool = False  # used up its restart_budget (critical: /livez fails)
     log_write_failures: int = 0  # chunks its log file could not take (full or read-only volume)
     transient: bool = False  # added by `podctl run`, not by the catalogue
+    status: str = ""  # what the service said of itself (sd_notify's STATUS=); control socket only
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class PodSnapshot:
     booted_at: float
     reload_errors: tuple[str, ...] = ()
     home_problems: tuple[str, ...] = ()  # $CODITECT_HOME could not be prepared (degraded)
+    notify_ignored: int = 0  # sd_notify datagrams from no service's run (start.notify)
 
     def service(self, name: str) -> ServiceSnapshot | None:
         return next((s for s in self.services if s.name == name), None)

@@ -110,6 +110,9 @@ def cmd_status(ctx: Context) -> int:
     names, status, services = fetch_services(ctx, "/v1/status")
     if not ctx.args.json:
         ctx.out.write(render(services, ctx.colour()))
+        for s in services:  # what a service said of itself (sd_notify's STATUS=)
+            if s.get("status"):
+                ctx.out.write(f"{s.get('name')}: {s['status']}\n")
         if status.get("draining"):
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():

@@ -19,6 +19,7 @@ from start.catalogue import Catalogue
 from start.errors import ConfigError
 from start.looplag import LoopLag
 from start.service import EngineContext, Service
+from start.strays import mark_of
 from start.transient import transient_spec
 
 KILL_REAP_GRACE = 3.0  # after a SIGKILL, how long to wait for the kernel to let us reap
@@ -70,7 +71,22 @@ class Pod:
             self.started_up = True
         return PodSnapshot(services=services, draining=self.draining,
                            started_up=self.started_up, booted_at=self.booted_at,
-                           reload_errors=self.reload_errors, home_problems=homecheck.problems())
+                           reload_errors=self.reload_errors, home_problems=homecheck.problems(),
+                           notify_ignored=notify.ignored if (notify := self.ctx.notify) else 0)
+
+    def on_notify(self, pid: int, fields: dict[str, str]) -> bool:
+        """Hand an sd_notify datagram from `pid` to the service whose current run it belongs
+        to (its process, or a descendant carrying the run's mark); False when none does."""
+        services = self.services.values()
+        owner = next((s for s in services if s.carries(pid, None)), None)
+        # Not a service's own process: its environment names its run, if any (read only now,
+        # for a datagram from a descendant, e.g. a shell's systemd-notify).
+        if owner is None and (mark := mark_of(pid)) is not None:
+            owner = next((s for s in services if s.carries(pid, mark)), None)
+        if owner is None:
+            return False
+        owner.on_notify(fields)
+        return True
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()

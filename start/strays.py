@@ -62,6 +62,20 @@ def _carries(pid: int, needle: bytes) -> bool:
         return False  # gone, or another user's
 
 
+def mark_of(pid: int) -> str | None:
+    """The run mark process `pid` carries, if any (None too when it is gone or unreadable)."""
+    prefix = f"{MARK}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            entries = environ.read().split(b"\0")
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.startswith(prefix):
+            return entry[len(prefix):].decode("utf-8", "replace")
+    return None
+
+
 def marked(mark: str) -> list[tuple[int, int]]:
     """(pid, start time) of every live process carrying `mark`."""
     needle = f"\0{MARK}={mark}\0".encode()
