@@ -15,10 +15,12 @@ from healthz.kube import KubeFaces
 from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
 from healthz.proctree import ProcessTree
+from healthz.run_request import MAX_BODY
 
 # Nothing legitimate sends a body bigger than this: the verbs take their arguments in the
-# query string. aiohttp refuses larger bodies with 413 before a handler reads them.
-CLIENT_MAX_SIZE = 16 * 1024
+# query string, and only `podctl run` sends a body (a command line and its environment).
+# aiohttp refuses larger bodies with 413 before a handler reads them.
+CLIENT_MAX_SIZE = MAX_BODY
 
 # Beyond this the engine's loop is too slow to supervise anything: /livez fails and the
 # kubelet replaces the container. A loop stuck outright cannot answer at all.

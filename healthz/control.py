@@ -19,9 +19,10 @@ from aiohttp.typedefs import Handler
 
 from healthz.digits import ASCII_ONLY, foreign_digits, is_ascii_number
 from healthz.kube import liveness_checks, readiness_checks
-from healthz.model import Pod, ServiceSnapshot, UnknownService, VerbFailed
+from healthz.model import Pod, RunRefused, ServiceSnapshot, UnknownService, VerbFailed
 from healthz.names import is_service_name
 from healthz.proctree import ProcessTree
+from healthz.run_request import MAX_BODY, parse_run_request
 
 log = structlog.get_logger("healthz.control")
 
@@ -102,6 +103,7 @@ class ControlRoutes:
         for verb in ("start", "stop", "restart", "signal"):
             app.router.add_post(f"/v1/services/{{name}}/{verb}", self.service_verb)
         app.router.add_post("/v1/reload", self.reload)
+        app.router.add_post("/v1/run", self.run)
         # On shutdown, before aiohttp waits for handlers: a waiting request then answers at
         # once instead of holding the pod's exit for the whole shutdown timeout.
         app.on_shutdown.append(self._cancel_in_flight)
@@ -119,6 +121,7 @@ class ControlRoutes:
             "booted_at": snap.booted_at,
             "reload_errors": list(snap.reload_errors),
             "home_problems": list(snap.home_problems),
+            "notify_ignored": snap.notify_ignored,
         })
 
     async def health(self, request: web.Request) -> web.Response:
@@ -181,6 +184,31 @@ class ControlRoutes:
         applied, messages = await self._outcome(task)
         return web.json_response({"ok": applied, "messages": list(messages)})
 
+    async def run(self, request: web.Request) -> web.Response:
+        """Add a transient service (`podctl run`); the body is the request. Always waits for
+        the outcome: a refusal found on the way (no such executable) must reach the caller."""
+        try:
+            data = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            raise ControlError(413, "the command, directory and environment exceed "
+                               f"{MAX_BODY // 1024} KiB") from None
+        except ValueError:
+            raise ControlError(400, "the body is not JSON") from None
+        try:
+            run = parse_run_request(data)
+        except ValueError as exc:
+            raise ControlError(400, str(exc)) from None
+        task = self._spawn(self._pod.run_transient(run), f"run {run.name}", detached=False)
+        try:
+            message = await self._outcome(task)
+            ok = True
+        except VerbFailed as exc:
+            message, ok = str(exc), False
+        except RunRefused as exc:
+            raise ControlError(409 if exc.conflict else 400, str(exc)) from None
+        return web.json_response({"ok": ok, "message": message,
+                                  "service": self._status_of(run.name)})
+
     def _known_name(self, name: str) -> str:
         if not is_service_name(name):
             raise ControlError(400, f"bad service name {name!r}")
@@ -230,7 +258,7 @@ class ControlRoutes:
 
     def _service_status(self, svc: ServiceSnapshot) -> dict[str, object]:
         running = svc.pid is not None
-        usage = self._tree.usage(self._pod.pids_of(svc.name)) if running else None
+        usage = self._tree.usage(self._pod.pids_of(svc.name), svc.name) if running else None
         uptime = None
         if running and svc.started_at is not None:
             uptime = round(max(0.0, time.time() - svc.started_at), 3)
@@ -247,6 +275,8 @@ class ControlRoutes:
             "last_exit": svc.last_exit,
             "last_exit_code": svc.last_exit_code,
             "reason": svc.reason,
+            "status": svc.status,
             "cpu_percent": None if usage is None else round(usage.cpu_percent, 1),
             "rss_bytes": None if usage is None else usage.rss_bytes,
+            "transient": svc.transient,
         }

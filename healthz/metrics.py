@@ -75,12 +75,20 @@ class _SnapshotCollector(Collector):
             if svc.last_exit_code is not None:
                 exit_code.add_metric([name], float(svc.last_exit_code))
             if svc.pid is not None:
-                usage = self._tree.usage(self._pod.pids_of(name))
+                usage = self._tree.usage(self._pod.pids_of(name), name)
                 if usage is not None:
                     rss.add_metric([name], float(usage.rss_bytes))
                     cpu.add_metric([name], usage.cpu_seconds)
+        unattributed = self._tree.unattributed(
+            {svc.name: self._pod.pids_of(svc.name) for svc in snap.services})
         self._tree.forget_dead()
         yield from (up, ready, live, restarts, exit_code, rss, cpu, log_failures)
+        yield GaugeMetricFamily(
+            f"{PREFIX}_unattributed_processes", "Live processes of the pod that no service's "
+            "run accounts for (no run mark, not below a service's main process) and that are "
+            "not the engine's own helpers: docs/LIFECYCLE.md says how a process gets there.",
+            value=float(unattributed),
+        )
         yield GaugeMetricFamily(
             f"{PREFIX}_draining", "1 from the moment the pod starts to drain.",
             value=1.0 if snap.draining else 0.0,
@@ -89,6 +97,11 @@ class _SnapshotCollector(Collector):
             f"{PREFIX}_home_degraded", "1 when $CODITECT_HOME could not be prepared at boot "
             "(full or read-only volume): services run, their logs reach stdout only.",
             value=1.0 if snap.home_problems else 0.0,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_notify_ignored",
+            "sd_notify datagrams from a process of no service's current run, ignored.",
+            value=float(snap.notify_ignored),
         )
         yield GaugeMetricFamily(
             f"{PREFIX}_started_up", "1 once every critical service has been ready since boot.",

@@ -44,6 +44,8 @@ class ServiceSnapshot:
     reason: str = ""  # why it is not ok; never shown on the TCP port
     budget_exhausted: bool = False  # used up its restart_budget (critical: /livez fails)
     log_write_failures: int = 0  # chunks its log file could not take (full or read-only volume)
+    transient: bool = False  # added by `podctl run`, not by the catalogue
+    status: str = ""  # what the service said of itself (sd_notify's STATUS=); control socket only
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +56,30 @@ class PodSnapshot:
     booted_at: float
     reload_errors: tuple[str, ...] = ()
     home_problems: tuple[str, ...] = ()  # $CODITECT_HOME could not be prepared (degraded)
+    notify_ignored: int = 0  # sd_notify datagrams from no service's run (start.notify)
 
     def service(self, name: str) -> ServiceSnapshot | None:
         return next((s for s in self.services if s.name == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A transient service to add (`podctl run`, POST /v1/run): checked for form by
+    `healthz.run_request`, for what the pod can run by the engine."""
+
+    name: str
+    argv: tuple[str, ...]
+    directory: str  # absolute: podctl sends its own working directory by default
+    environment: tuple[tuple[str, str], ...] = ()  # added to the pod's environment, not podctl's
+
+
+class RunRefused(ValueError):
+    """The pod will not add this transient service, and nothing was started. `conflict`: the
+    name is taken or the pod is draining (409); otherwise the request cannot run (400)."""
+
+    def __init__(self, message: str, *, conflict: bool = False) -> None:
+        super().__init__(message)
+        self.conflict = conflict
 
 
 class UnknownService(LookupError):
@@ -88,6 +111,11 @@ class Pod(Protocol):
     async def restart_service(self, name: str) -> str: ...
 
     async def signal_service(self, name: str, signum: int) -> str: ...
+
+    async def run_transient(self, request: RunRequest) -> str:
+        """Add a transient service and start it; the outcome as a verb's. RunRefused when it
+        cannot be added."""
+        ...
 
     async def reload(self) -> tuple[bool, list[str]]:
         """Re-read the catalogue; (applied, messages)."""

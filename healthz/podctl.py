@@ -36,8 +36,10 @@ VERB_TIMEOUT = 330.0  # an order waited on: the pod bounds the wait (stopwaitsec
 EPILOG = """\
 exit codes:
   0  fine
-  1  a verb failed; doctor found something required missing; is-ready: not ready
-  2  usage error (unknown option, bad signal, bad service name)
+  1  a verb failed; run: the name is taken or the command died at once; doctor found
+     something required missing; is-ready: not ready
+  2  usage error (unknown option, bad signal, bad service name; run: no such executable
+     or directory, bad --env)
   3  a named service (or any, for bare `status`) is not running or not ready
   4  pod unreachable (no socket, refused, permission denied, no answer), or unknown service
 
@@ -108,6 +110,9 @@ def cmd_status(ctx: Context) -> int:
     names, status, services = fetch_services(ctx, "/v1/status")
     if not ctx.args.json:
         ctx.out.write(render(services, ctx.colour()))
+        for s in services:  # what a service said of itself (sd_notify's STATUS=)
+            if s.get("status"):
+                ctx.out.write(f"{s.get('name')}: {s['status']}\n")
         if status.get("draining"):
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():
@@ -214,6 +219,44 @@ def cmd_order(ctx: Context) -> int:
             ctx.err.write(f"podctl: {name}: the pod's answer is not what the contract says\n")
             code = max(code, FAILED)
     return code
+
+
+def cmd_run(ctx: Context) -> int:
+    """Add a transient service: the command runs as the pod's child, in this directory, with
+    the pod's environment plus --env (never this shell's), until `podctl stop NAME`."""
+    import json
+
+    from healthz.run_request import MAX_BODY, env_problem
+
+    name = check_name(ctx.args.name)
+    if not ctx.args.command:
+        raise PodctlError(USAGE, "run: no command given: podctl run NAME -- COMMAND [ARG…]")
+    environment: dict[str, str] = {}
+    for pair in ctx.args.env:
+        key, equals, value = pair.partition("=")
+        problem = env_problem(key) if equals else f"--env takes KEY=VALUE, not {pair!r}"
+        if problem is not None:
+            raise PodctlError(USAGE, problem)
+        environment[key] = value
+    try:
+        directory = os.path.abspath(ctx.args.directory or os.getcwd())
+    except FileNotFoundError:
+        raise PodctlError(USAGE, "this shell's directory no longer exists: give --directory "
+                          "DIR") from None
+    body = json.dumps({"name": name, "command": ctx.args.command, "directory": directory,
+                       "environment": environment}).encode()
+    if len(body) > MAX_BODY:
+        raise PodctlError(USAGE, f"run: the command, directory and environment exceed "
+                          f"{MAX_BODY // 1024} KiB: put them in a script")
+    answer = ctx.client(VERB_TIMEOUT).call("POST", "/v1/run", body=body)
+    ok = isinstance(answer, dict) and bool(answer.get("ok"))
+    message = answer.get("message") if isinstance(answer, dict) else None
+    line = said(name, str(message or ("started" if ok else "failed")))
+    if ok:
+        ctx.out.write(f"{line}\n")
+        return OK
+    ctx.err.write(f"podctl: {line}\n")
+    return FAILED
 
 
 def cmd_reload(ctx: Context) -> int:
@@ -477,6 +520,16 @@ def build_parser() -> Parser:
         action="store_true",
         help="keep printing new lines, across rotation, until Ctrl-C or SIGTERM",
     )
+    sub = verb("run", cmd_run, "run a command as a transient service of the pod, past the "
+               "IDE's restarts (NAME … -- COMMAND…); podctl stop NAME ends it")
+    sub.add_argument("name", metavar="NAME")
+    sub.add_argument("--directory", metavar="DIR",
+                     help="where the command runs (default: this shell's directory)")
+    sub.add_argument("--env", metavar="K=V", action="append", default=[],
+                     help="a variable added to the pod's environment (repeatable); nothing "
+                     "of this shell's environment is passed")
+    sub.add_argument("command", nargs="*", metavar="COMMAND",
+                     help="the command and its arguments, after --")
     verb("reload", cmd_reload, "re-read the catalogue and apply the difference")
     sub = verb("validate", cmd_validate, "check a catalogue without a pod (exit 78: invalid)")
     sub.add_argument(
@@ -492,11 +545,24 @@ def build_parser() -> Parser:
     return parser
 
 
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`run`'s command is everything after the first `--`, options of its own included:
+    argparse would take `-c` or `--env` there for podctl's. Other verbs keep their `--`."""
+    words = list(argv)
+    if "--" in words and "run" in words[:words.index("--")]:
+        at = words.index("--")
+        return words[:at], words[at + 1:]
+    return words, []
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    words, command = split_command(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(words)
     except SystemExit as done:  # --help, or a usage error already printed
         return done.code if isinstance(done.code, int) else USAGE
+    if args.verb == "run":
+        args.command = [*args.command, *command]
     ctx = Context(args, os.environ if env is None else env)
     try:
         code: int = args.run(ctx)

@@ -51,12 +51,15 @@ def connect(socket_path: str, timeout: float) -> socket.socket:
     return sock
 
 
-def exchange(sock: socket.socket, method: str, path: str) -> tuple[int, bytes]:
-    """Send one request, read the whole answer: (status, body). TimeoutError when no answer
-    came in time, MalformedAnswer when it was not HTTP, OSError when the stream broke."""
+def exchange(sock: socket.socket, method: str, path: str,
+             body: bytes = b"") -> tuple[int, bytes]:
+    """Send one request (`body`: JSON, for `run`), read the whole answer: (status, body).
+    TimeoutError when no answer came in time, MalformedAnswer when it was not HTTP, OSError
+    when the stream broke."""
+    kind = "Content-Type: application/json\r\n" if body else ""
     request = (f"{method} {path} HTTP/1.0\r\nHost: podctl\r\n"
-               "Accept: application/json\r\nContent-Length: 0\r\n\r\n")
-    sock.sendall(request.encode("ascii"))
+               f"Accept: application/json\r\n{kind}Content-Length: {len(body)}\r\n\r\n")
+    sock.sendall(request.encode("ascii") + body)
     chunks: list[bytes] = []
     size = 0
     while chunk := sock.recv(65536):
@@ -99,7 +102,8 @@ class PodClient:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(self, method: str, path: str, timeout: float | None = None) -> Response:
+    def request(self, method: str, path: str, timeout: float | None = None,
+                body: bytes = b"") -> Response:
         limit = self.timeout if timeout is None else timeout
         try:
             sock = connect(self.socket_path, limit)
@@ -107,8 +111,8 @@ class PodClient:
             raise PodctlError(UNREACHABLE, self._unreachable(exc)) from None
         try:
             with sock:
-                status, body = exchange(sock, method, path)
-            return Response(status, body)
+                status, answer = exchange(sock, method, path, body)
+            return Response(status, answer)
         except TimeoutError:
             if method == "GET":
                 raise PodctlError(
@@ -124,9 +128,10 @@ class PodClient:
                 UNREACHABLE, f"pod unreachable: the connection broke ({exc or type(exc)})"
             ) from None
 
-    def call(self, method: str, path: str, timeout: float | None = None) -> Any:
+    def call(self, method: str, path: str, timeout: float | None = None,
+             body: bytes = b"") -> Any:
         """A JSON route: its answer, or a `PodctlError` with the exit code the failure means."""
-        answer = self.request(method, path, timeout)
+        answer = self.request(method, path, timeout, body)
         data = answer.json()
         error = data.get("error") if isinstance(data, dict) else None
         if answer.status == 404 and isinstance(error, str) and error.startswith("no service"):

@@ -82,9 +82,17 @@ def row(service: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def render(services: Sequence[Mapping[str, Any]], colour: bool) -> str:
-    """The aligned table, one line per service; widths count visible characters only."""
-    rows = [HEADERS, *(row(s) for s in services)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
+    """The aligned table, one line per service; widths count visible characters only. A KIND
+    column last, only when a transient service (`podctl run`) is listed: the columns before
+    it never move, for scripts that read them."""
+    headers: tuple[str, ...] = HEADERS
+    rows = [row(s) for s in services]
+    if any(s.get("transient") for s in services):
+        headers = (*HEADERS, "KIND")
+        rows = [(*cells, "transient" if s.get("transient") else "catalogue")
+                for cells, s in zip(rows, services, strict=True)]
+    rows = [headers, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
     lines = []
     for index, cells in enumerate(rows):
         padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]

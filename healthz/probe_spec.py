@@ -1,5 +1,7 @@
 """What a probe is, parsed once from the catalogue's text: ``http://…``, ``https://…``,
-``tcp://host:port``, ``ws://…``, ``exec:COMMAND`` or ``none``.
+``tcp://host:port``, ``ws://…``, ``exec:COMMAND`` or ``none``; for readiness also ``notify``
+(systemd's sd_notify protocol) and ``fd:N`` (s6's notification fd), which the service itself
+reports and nothing polls (`start.notify`, `start.readyfd`).
 
 Parsing is pure and cheap (no aiohttp): the engine checks the whole catalogue before it spawns
 anything. Running a probe lives in :mod:`healthz.probe_run`.
@@ -14,20 +16,24 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
-ProbeKind = Literal["http", "https", "tcp", "ws", "exec", "none"]
+ProbeKind = Literal["http", "https", "tcp", "ws", "exec", "none", "notify", "fd"]
 PROBE_KINDS: tuple[ProbeKind, ...] = get_args(ProbeKind)
 WEB_KINDS: tuple[ProbeKind, ...] = ("http", "https", "ws")  # fetched with aiohttp (a URL)
+# Told by the service, not asked by a probe loop: readiness only.
+SELF_REPORTED: tuple[ProbeKind, ...] = ("notify", "fd")
+MAX_READY_FD = 1023  # below select()'s FD_SETSIZE, which some children still use
 
 _URL_KINDS: dict[str, ProbeKind] = {"http": "http", "https": "https", "tcp": "tcp", "ws": "ws"}
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80}
-_FORMS = "http://…, https://…, tcp://host:port, ws://…, exec:COMMAND or none"
+_FORMS = "http://…, https://…, tcp://host:port, ws://…, exec:COMMAND, notify, fd:N or none"
 # A host name as DNS allows it; IP literals are checked by `ipaddress`.
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 
 
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
-    """One parsed probe. `path` carries the query too; `argv` is set for ``exec`` only."""
+    """One parsed probe. `path` carries the query too; `argv` is set for ``exec`` only,
+    `fd` for ``fd:N`` only."""
 
     kind: ProbeKind
     text: str
@@ -35,6 +41,7 @@ class ProbeSpec:
     port: int | None = None
     path: str = ""
     argv: tuple[str, ...] = ()
+    fd: int | None = None
 
     @classmethod
     def none(cls) -> ProbeSpec:
@@ -80,6 +87,10 @@ def parse_probe(text: str) -> ProbeSpec:
         return ProbeSpec.none()
     if stripped[:5].lower() == "exec:":
         return _parse_exec(stripped)
+    if stripped.lower() == "notify":
+        return ProbeSpec(kind="notify", text="notify")
+    if stripped[:3].lower() == "fd:":
+        return _parse_fd(stripped)
     scheme, sep, _ = stripped.partition("://")
     if not sep:
         raise ValueError(f"{stripped!r} is not a probe; expected {_FORMS}")
@@ -103,6 +114,14 @@ def _parse_exec(text: str) -> ProbeSpec:
     if not argv or not argv[0]:
         raise ValueError(f"{text!r}: exec: needs a command, e.g. exec:pg_isready -q")
     return ProbeSpec(kind="exec", text=text, argv=argv)
+
+
+def _parse_fd(text: str) -> ProbeSpec:
+    number = text[3:].strip()
+    if not number.isdecimal() or not number.isascii() or not 3 <= int(number) <= MAX_READY_FD:
+        raise ValueError(f"{text!r}: fd:N needs a descriptor number from 3 to {MAX_READY_FD} "
+                         "(0-2 are the child's stdin, stdout and stderr), e.g. fd:3")
+    return ProbeSpec(kind="fd", text=f"fd:{int(number)}", fd=int(number))
 
 
 def _parse_url(text: str, kind: ProbeKind) -> ProbeSpec:

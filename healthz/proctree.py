@@ -1,8 +1,14 @@
-"""CPU and memory of a service's whole process tree, read with psutil.
+"""CPU and memory of each service's whole process tree, and what no service accounts for.
 
-A service is more than its main pid: nginx has workers, Theia forks node helpers, an `exec:`
-wrapper has its command. What a person or Prometheus wants to know is the sum over the tree.
-Processes come and go between two reads, so every psutil call tolerates a vanished process.
+A service is more than its main pid: nginx has workers, Theia forks node helpers, a terminal
+in Theia starts a shell in a session of its own and whatever a person runs there with
+`setsid` or `nohup … &`. What a person or Prometheus wants to know is the sum over everything
+the service started, so a service's tree is what its run marks attribute as well as what
+descends from its main process (`healthz.census`).
+
+Nothing here runs on a timer: a tree is read when `/metrics` or a status asks, and one pass over
+/proc serves every tree read in the next MAP_TTL (a status of five services, a scrape), so a
+flood of scrapes does not become a flood of /proc reads on the engine's loop.
 """
 
 from __future__ import annotations
@@ -11,13 +17,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import psutil
+from healthz.census import Census, Identity, Scanner
 
-MAP_TTL = 0.5  # seconds one scan of who-is-whose-parent serves; trees rarely change faster
+MAP_TTL = 0.5  # seconds one pass over /proc serves; trees rarely change faster
 USAGE_TTL = 1.0  # seconds one reading of a tree's RSS and CPU serves
-
-# Errors psutil raises for a process that ended, turned zombie, or is not ours to read.
-_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,107 +34,80 @@ class TreeUsage:
 
 
 class ProcessTree:
-    """Reads process trees, keeping one `psutil.Process` per live pid between reads.
+    """Reads process trees from a shared census, keeping each process's CPU time between reads
+    so that a second `/v1/status` gives a meaningful `cpu_percent` (psutil's rule: measured
+    against the previous read of the same process; a process read for the first time adds 0)."""
 
-    psutil measures `cpu_percent` against the previous call on the same object, so the objects
-    are kept: a second `/v1/status` gives a meaningful figure. Entries for processes that have
-    ended are dropped by :meth:`forget_dead`.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._known: dict[int, psutil.Process] = {}
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 scanner: Scanner | None = None) -> None:
         self._clock = clock
-        self._children: dict[int, list[int]] = {}
-        self._children_at = -MAP_TTL
-        self._usage: dict[tuple[int, ...], tuple[float, TreeUsage | None]] = {}
+        self._scanner = scanner or Scanner()
+        self._census: Census | None = None
+        self._census_at = -MAP_TTL
+        self._usage: dict[tuple[str, tuple[int, ...]], tuple[float, TreeUsage | None]] = {}
+        # Each process's CPU seconds at the two latest censuses that read it: (when, seconds).
+        # Two, so that a scrape and a status inside one census both measure against the one
+        # before it rather than the second seeing no time pass.
+        self._cpu_seen: dict[Identity, tuple[tuple[float, float], tuple[float, float] | None]] = {}
 
-    def usage(self, root_pids: Iterable[int]) -> TreeUsage | None:
-        """The tree under `root_pids` (roots and their descendants); None if none is alive.
+    def census(self) -> Census:
+        """The latest pass over /proc, taken again once it is MAP_TTL old."""
+        now = self._clock()
+        if self._census is None or now - self._census_at >= MAP_TTL:
+            self._census, self._census_at = self._scanner.scan(), now
+        return self._census
 
-        A reading is reused for USAGE_TTL: anyone may scrape /metrics, and a flood of scrapes
-        must not turn into a flood of /proc reads on the engine's loop."""
-        key = tuple(root_pids)
+    def usage(self, root_pids: Iterable[int], service: str = "") -> TreeUsage | None:
+        """The tree of `service` (its marked processes) and `root_pids` (with their
+        descendants); None if nothing of it is alive. A reading is reused for USAGE_TTL."""
+        key = (service, tuple(root_pids))
         now = self._clock()
         cached = self._usage.get(key)
         if cached is not None and now - cached[0] < USAGE_TTL:
             return cached[1]
-        reading = self._read(key)
+        census = self.census()
+        members = census.tree(service, key[1]) if service else census.descendants(key[1])
+        reading = self._read(census, members, self._census_at)
         if len(self._usage) > 1024:  # pids come and go; keep the cache from growing forever
             self._usage.clear()
         self._usage[key] = (now, reading)
         return reading
 
-    def _read(self, root_pids: tuple[int, ...]) -> TreeUsage | None:
-        members = self._members(root_pids)
+    def unattributed(self, services: dict[str, list[int]]) -> int:
+        """How many of the pod's processes no service's tree holds (the engine's own helpers
+        left out); `services` maps each service to its main pids."""
+        return len(self.census().unattributed(services))
+
+    def _read(self, census: Census, members: set[int], taken: float) -> TreeUsage | None:
         if not members:
             return None
         rss = 0
         cpu_seconds = 0.0
         cpu_percent = 0.0
-        alive = 0
-        for proc in members:
-            try:
-                with proc.oneshot():
-                    proc_rss = proc.memory_info().rss
-                    times = proc.cpu_times()
-                    proc_percent = proc.cpu_percent(interval=None)
-            except _GONE:
-                continue  # ended between listing and reading: it no longer uses anything
-            alive += 1
-            rss += proc_rss
-            cpu_percent += proc_percent
-            cpu_seconds += times.user + times.system + times.children_user + times.children_system
-        if alive == 0:
+        for pid in members:
+            proc = census.procs[pid]
+            rss += proc.rss_bytes
+            cpu_seconds += proc.cpu_seconds + proc.reaped_cpu_seconds
+            before = self._cpu_before(proc.identity, taken, proc.cpu_seconds)
+            if before is not None:
+                cpu_percent += max(0.0, proc.cpu_seconds - before[1]) / (taken - before[0]) * 100
+        return TreeUsage(len(members), rss, cpu_seconds, cpu_percent)
+
+    def _cpu_before(self, identity: Identity, taken: float,
+                    seconds: float) -> tuple[float, float] | None:
+        """The reading of this process at the census before `taken`, recording this one."""
+        seen = self._cpu_seen.get(identity)
+        if seen is None:
+            self._cpu_seen[identity] = ((taken, seconds), None)
             return None
-        return TreeUsage(alive, rss, cpu_seconds, cpu_percent)
+        latest, previous = seen
+        if latest[0] < taken:
+            self._cpu_seen[identity] = ((taken, seconds), latest)
+            return latest
+        return previous
 
     def forget_dead(self) -> None:
-        """Drop cached processes that have ended, so the cache follows the live pods' trees."""
-        self._known = {pid: p for pid, p in self._known.items() if p.is_running()}
-
-    def _members(self, root_pids: Iterable[int]) -> list[psutil.Process]:
-        seen: dict[int, psutil.Process] = {}
-        for pid in root_pids:
-            root = self._cached(pid)
-            if root is None or pid in seen:
-                continue
-            seen[pid] = root
-            children = self._children_map()
-            pending = list(children.get(pid, ()))
-            while pending:
-                child_pid = pending.pop()
-                if child_pid in seen:
-                    continue
-                child = self._cached(child_pid)
-                if child is not None:
-                    seen[child_pid] = child
-                    pending.extend(children.get(child_pid, ()))
-        return list(seen.values())
-
-    def _children_map(self) -> dict[int, list[int]]:
-        """Parent pid -> child pids, from one pass over /proc shared by every tree read in the
-        same moment (a status of five services would otherwise scan /proc five times)."""
-        now = self._clock()
-        if now - self._children_at >= MAP_TTL:
-            children: dict[int, list[int]] = {}
-            for proc in psutil.process_iter(["ppid"]):
-                ppid = proc.info.get("ppid")
-                if ppid is not None:
-                    children.setdefault(ppid, []).append(proc.pid)
-            self._children, self._children_at = children, now
-        return self._children
-
-    def _cached(self, pid: int) -> psutil.Process | None:
-        proc = self._known.get(pid)
-        # is_running() also compares the creation time, so a recycled pid is not mistaken
-        # for the process that used to have it.
-        if proc is not None and proc.is_running():
-            return proc
-        try:
-            proc = psutil.Process(pid)
-        except _GONE:
-            self._known.pop(pid, None)
-            return None
-        self._known[pid] = proc
-        return proc
-
+        """Drop the CPU times of processes the latest census no longer saw."""
+        if self._census is not None:
+            live = {proc.identity for proc in self._census.procs.values()}
+            self._cpu_seen = {k: v for k, v in self._cpu_seen.items() if k in live}

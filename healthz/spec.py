@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from healthz.durations import parse_duration
-from healthz.probe_spec import ProbeSpec, parse_probe
+from healthz.probe_spec import SELF_REPORTED, ProbeSpec, parse_probe
 from healthz.spelling import did_you_mean
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -67,6 +67,7 @@ class HealthSpec:
     # without a warning (start.catalogue.exposure).
     public: bool = False
     restart_budget: RestartBudget | None = None
+    watchdog: float | None = None  # seconds between the service's WATCHDOG=1 (sd_notify)
 
     @classmethod
     def default(cls) -> HealthSpec:
@@ -93,6 +94,11 @@ def parse_health_section(items: Mapping[str, str]) -> tuple[HealthSpec, list[Spe
             values[key] = parser(raw_value)
         except ValueError as exc:
             problems.append(SpecProblem(key, str(exc)))
+    live = values.get("live")
+    if isinstance(live, ProbeSpec) and live.kind in SELF_REPORTED:
+        problems.append(SpecProblem("live", f"{live.text!r} tells readiness only; for a "
+                                    "liveness signal from the service use watchdog=DURATION"))
+        del values["live"]
     return replace(HealthSpec(), **values), problems
 
 
@@ -144,6 +150,12 @@ def _env_names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _watchdog(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    return _positive_duration(text)
+
+
 def _restart_budget(text: str) -> RestartBudget | None:
     stripped = text.strip()
     if stripped.lower() == "none":
@@ -179,6 +191,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "secrets": _env_names,
     "public": _boolean,
     "restart_budget": _restart_budget,
+    "watchdog": _watchdog,
 }
 
 # What people used to Kubernetes or Compose write instead, beyond what difflib finds close.
@@ -199,4 +212,6 @@ _ALIASES = {
     "depends_on": "after",
     "requires": "after",
     "startup_timeout": "start_timeout",
+    "watchdog_sec": "watchdog",
+    "watchdogsec": "watchdog",
 }

@@ -9,6 +9,7 @@ process needs to start on a loaded two-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -17,16 +18,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from soak.pod import SoakPod
 from start.catalogue import ServiceSpec
 from start.lifecycle import STABLE_RUN, backoff_delay
 
 SLACK = 5.0  # seconds: a Python stand-in's start, and the leftover wait, on a busy machine
 CRASH_RUN = 0.3 + 1.0  # seconds a crash-looping run takes: its 0.3 s and its start
-KINDS = {"kill-9": 3, "sigterm": 2, "stop-cont": 2, "crash-loop": 1, "flood": 1}
+KINDS = {"kill-9": 3, "sigterm": 2, "stop-cont": 2, "crash-loop": 1, "flood": 1, "stray": 1}
 CRASHER = "soak-crasher"
 FLOODER = "soak-flooder"
 FLOOD_SECONDS = 2.0  # the flooder's --flood-seconds
+STRAY_FILE = "soak-stray"  # in $CODITECT_RUN: the crasher writes its stray's pid there
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Fault:
     bound: float  # seconds: ready again within this
     recovered_in: float | None = None  # seconds; None: not ready again (see `note`)
     detail: str = ""
+    stray_left: bool = False  # `stray`: the killed run's setsid grandchild outlived it
 
     @property
     def within_bound(self) -> bool:
@@ -54,6 +59,7 @@ class Injector:
         self.pod = pod
         self.specs = specs
         self.crash_file = crash_file
+        self.stray_file = crash_file.with_name(STRAY_FILE)
         self.random = random.Random(seed)
         self.began = began
         self.faults: list[Fault] = []
@@ -72,6 +78,10 @@ class Injector:
                    if s["state"] == "running" and s["ready"] and s["pid"]}
         kinds = [kind] if kind else self.random.choices(list(KINDS), list(KINDS.values()))
         chosen = kinds[0]
+        if chosen == "stray" and CRASHER not in running:
+            if kind is not None:
+                return None
+            chosen = "kill-9"
         if chosen == "crash-loop":
             crasher = running.get(CRASHER)
             # A crash loop right after the last would make the engine's counters carry over.
@@ -83,8 +93,8 @@ class Injector:
             return None
         if not running:
             return None
-        if chosen in ("crash-loop", "flood"):
-            name = CRASHER if chosen == "crash-loop" else FLOODER
+        if chosen in ("crash-loop", "flood", "stray"):
+            name = FLOODER if chosen == "flood" else CRASHER
         else:
             victims = sorted(running) if chosen == "stop-cont" else [
                 name for name in sorted(running) if self._within_budget(name)]
@@ -116,6 +126,12 @@ class Injector:
         at = time.monotonic()
         fault = Fault(kind, name, round(at - self.began, 3), 0.0)
         new_pid = True
+        stray: psutil.Process | None = None
+        if kind == "stray":
+            stray = self._leave_stray(pid)
+            if stray is None:
+                return None
+            kind = "kill-9"  # what happens to the victim; the stray is checked after
         if kind in ("kill-9", "sigterm"):
             fault.bound = self._restart_bound(name, spec, status, crashes=0)
             self._restarted_at.setdefault(name, []).append(at)
@@ -143,12 +159,46 @@ class Injector:
             os.kill(pid, signal.SIGUSR1)
             time.sleep(FLOOD_SECONDS)  # the fault lasts this long: then it must still be up
             new_pid = False
+        if stray is not None:
+            gone_in = self._gone_in(stray, at, SLACK)
+            fault.stray_left = gone_in is None
+            fault.detail = ("its setsid grandchild LEFT behind" if gone_in is None else
+                            f"its setsid grandchild gone {gone_in * 1000:.0f} ms after the kill")
         fault.recovered_in = self._wait_ready(name, int(status["pid"]), new_pid, at,
                                               2 * fault.bound)
         if fault.recovered_in is None:
             fault.detail += "; not ready again"
         self.faults.append(fault)
         return fault
+
+    def _leave_stray(self, victim: int) -> psutil.Process | None:
+        """SIGUSR2 to the crasher: it starts a `sleep` in a session of its own and writes its
+        pid (inside the namespace); the process, held by pid and start time, or None."""
+        self.stray_file.unlink(missing_ok=True)
+        os.kill(victim, signal.SIGUSR2)
+        deadline = time.monotonic() + SLACK
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError):
+                host = self.pod.host_pid(int(self.stray_file.read_text()))
+                if host is not None:
+                    return psutil.Process(host)
+            time.sleep(0.05)  # polling the file with a deadline
+        return None
+
+    @staticmethod
+    def _gone_in(process: psutil.Process, since: float, limit: float) -> float | None:
+        """Seconds from `since` until `process` (that very one: is_running checks its start
+        time) ended; None if it was still there `limit` seconds later."""
+        deadline = since + limit
+        while True:
+            try:
+                if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+                    return time.monotonic() - since
+            except psutil.NoSuchProcess:
+                return time.monotonic() - since
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.005)  # polling with a deadline, finely: the figure is reported
 
     def _restart_bound(self, name: str, spec: ServiceSpec, status: dict[str, Any],
                        crashes: int) -> float:

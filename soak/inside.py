@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from bench.pods import pid_in_namespace
+from healthz.marks import RUN_MARK
 from soak import logcheck, sandbox
 from soak.errors import EXIT_SETUP, SoakError
 from soak.faults import KINDS, Injector
@@ -76,6 +77,35 @@ def leaked(pod: SoakPod) -> list[str]:
     first = strays()
     time.sleep(1.0)  # the second look, not a wait for anything
     second = strays()
+    return [f"{pid}: {first[pid]}" for pid in first if pid in second]
+
+
+def _run_mark(proc: psutil.Process) -> str | None:
+    with contextlib.suppress(psutil.Error, OSError):
+        return proc.environ().get(RUN_MARK)
+    return None
+
+
+def dead_runs(pod: SoakPod) -> list[str]:
+    """Processes of the namespace carrying the mark of a run that is no longer a service's
+    current one: what a stop or an exit should have ended. Asked twice, a second apart."""
+    def marked_by_dead_runs() -> dict[int, str]:
+        current = set()
+        for service in pod.status().values():
+            host = pod.host_pid(int(service["pid"])) if service["pid"] else None
+            if host is not None:
+                current.add(_run_mark(psutil.Process(host)))
+        found = {}
+        for proc in pod.tree()[1:]:
+            mark = _run_mark(proc)
+            if mark is not None and mark not in current:
+                with contextlib.suppress(psutil.Error):
+                    found[proc.pid] = f"{mark}: {' '.join(proc.cmdline())[:60]}"
+        return found
+
+    first = marked_by_dead_runs()
+    time.sleep(1.0)  # the second look, not a wait for anything
+    second = marked_by_dead_runs()
     return [f"{pid}: {first[pid]}" for pid in first if pid in second]
 
 
@@ -149,6 +179,7 @@ def _soak(args: argparse.Namespace, pod: SoakPod, poller: Poller, zombies: Zombi
     _wait_trimmed(pod, "after the last fault")
     report["rss_end"] = pod.rss()
     report["leaked"] = leaked(pod)
+    report["strays"] = dead_runs(pod)
     poller.stop()
     zombies.stop()
     report["supervisor_alive"] = pod.alive() and psutil.pid_exists(pid1)

@@ -21,6 +21,9 @@ def verdicts(report: dict[str, Any]) -> dict[str, tuple[bool, str]]:
     drain = report.get("drain", {})
     leaked = report.get("leaked", ["(not measured)"])
     zombies = report.get("zombies", {}).get("lingering", ["(not measured)"])
+    strays = report.get("strays", ["(not measured)"])
+    stray_faults = [f for f in faults if f["kind"] == "stray"]
+    strays_left = [f for f in stray_faults if f.get("stray_left")]
     not_answered = livez.get("sent", 0) - livez.get("statuses", {}).get("200", 0)
     return {
         "supervisor never died": (
@@ -49,6 +52,10 @@ def verdicts(report: dict[str, Any]) -> dict[str, tuple[bool, str]]:
             f"{report.get('zombies', {}).get('seen', 0)} zombies seen and reaped, lingering "
             f"{zombies}; leaked {leaked}; processes of the user left "
             f"{report.get('owned_by_user_after')}"),
+        "no strays (processes of a dead run)": (
+            not strays and not strays_left,
+            f"{len(stray_faults)} runs killed with a setsid grandchild, {len(strays_left)} "
+            f"grandchildren left; at the end, processes with a dead run's mark: {strays}"),
         "no log line lost or doubled": (
             bool(logs) and lost == 0 and doubled == 0,
             f"{sum(s['lines'] for s in logs.values())} numbered lines in "

@@ -23,6 +23,8 @@ from start.errors import (
 )
 from start.settings import Settings
 from start.stopsignals import keep_signals, release_signals
+from start.termination import choose
+from start.termination import write as write_termination_message
 
 EPILOG = """\
 environment (a flag wins over its variable):
@@ -34,6 +36,9 @@ environment (a flag wins over its variable):
   CODITECT_HEALTH_ADDR        health listener HOST:PORT (default 0.0.0.0:8081)
   CODITECT_DRAIN_TIMEOUT      seconds the SIGTERM drain may take (default 25)
   CODITECT_LOG_FORMAT         json | console | auto (default auto: console on a TTY)
+  CODITECT_TERMINATION_LOG    file for the one-line reason of the exit (default
+                              /dev/termination-log when it exists and is writable;
+                              empty: none)
 
 exit codes:
   0   drained: every child stopped inside the deadline
@@ -77,6 +82,9 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
                         metavar="SECONDS")
     parser.add_argument("--log-format", choices=("json", "console", "auto"),
                         default=env("CODITECT_LOG_FORMAT", "auto"))
+    parser.add_argument("--termination-log", default=env("CODITECT_TERMINATION_LOG"),
+                        metavar="PATH", help="write why the pod exited here, one line "
+                        "(Kubernetes' terminationMessagePath)")
     parser.add_argument("--check", action="store_true",
                         help="validate the catalogue and exit (0 valid, 78 invalid)")
     args = parser.parse_args(argv)
@@ -101,6 +109,7 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
         drain_timeout=drain_timeout,
         log_format=args.log_format,
         check_only=args.check,
+        termination_log=choose(args.termination_log),
     )
 
 
@@ -144,6 +153,11 @@ def run(argv: list[str] | None = None) -> int:
                                        environ=environ)
         except ConfigError as error:
             report_invalid(error.problems)
+            if settings.termination_log is not None and not settings.check_only:
+                count = len(error.problems)
+                write_termination_message(settings.termination_log, (
+                    f"catalogue invalid: {error.problems[0]}"
+                    + (f" (and {count - 1} more)" if count > 1 else "")))
             return EXIT_CONFIG
     if settings.check_only:
         from start.catalogue.checks import liveness_warnings

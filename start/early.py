@@ -18,7 +18,7 @@ import sys
 
 from start.catalogue import Catalogue, ServiceSpec
 from start.errors import EXIT_RUNTIME
-from start.process import ChildProcess, SpawnError, become_subreaper, spawn
+from start.process import ChildProcess, SpawnError, become_subreaper, needs_notify_socket, spawn
 from start.settings import Settings
 
 
@@ -48,10 +48,13 @@ def prepare_directories(settings: Settings) -> int | None:
 
 def first_wave(catalogue: Catalogue) -> list[ServiceSpec]:
     """What the engine's boot spawns at once, in its order: the autostart services whose
-    `after=` names no autostart service (those wait for their dependencies to settle)."""
+    `after=` names no autostart service (those wait for their dependencies to settle). Not
+    those that speak sd_notify: the engine binds the socket they are told of (start.notify),
+    and a READY=1 sent before that would be lost."""
     autostart = {spec.name for spec in catalogue.services if spec.autostart}
     return [spec for spec in catalogue.services
-            if spec.autostart and not autostart.intersection(spec.after)]
+            if spec.autostart and not autostart.intersection(spec.after)
+            and not needs_notify_socket(spec)]
 
 
 def spawn_first_wave(catalogue: Catalogue, base_env: dict[str, str]) -> dict[str, ChildProcess]:

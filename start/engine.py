@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from start.boot import Boot
@@ -24,11 +25,14 @@ from start.events import EventLog
 from start.fdlimit import raise_own_limit
 from start.logs import Console
 from start.mounts import run_dir_problem
+from start.notify import SOCKET_NAME, NotifySocket
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
 from start.settings import Settings
 from start.stopsignals import kept_signals
+from start.termination import after_drain, cause_at_signal
+from start.termination import write as write_termination_message
 from start.watch import CatalogueWatcher, Targets, targets_of
 
 if TYPE_CHECKING:
@@ -77,6 +81,8 @@ class Engine:
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
         self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
+        self.notify = NotifySocket(loop, settings.run_dir / SOCKET_NAME, self.pod.on_notify,
+                                   self.events, time.monotonic)
         self.boot = Boot(loop, self.pod, self.events, cache, warm)
         self.ctx.metrics = self.boot.metrics
         self.console.on_drop = self.boot.metrics.count_dropped_log_lines
@@ -86,6 +92,10 @@ class Engine:
         self.watcher: CatalogueWatcher | None = None  # started once the boot is over
         self.stop_requested = asyncio.Event()
         self.background: set[asyncio.Task[object]] = set()
+        # Why the pod ends (start.termination): a failure of the engine's own, or the state
+        # of the services when the first stop signal came.
+        self.failure: str | None = None
+        self.stop_cause: str | None = None
 
     async def run(self) -> int:
         self.install_signal_handlers()
@@ -125,6 +135,9 @@ class Engine:
                         note="already draining; the deadline still applies")
             return
         self.pod.draining = True  # /readyz answers 503 from this instant
+        # Before the drain stops anything: a budget used up or a fatal service is why the
+        # kubelet sent it.
+        self.stop_cause = cause_at_signal(self.pod.snapshot().services)
         self.events("signal", signal=signal.Signals(signum).name)
         self.stop_requested.set()
 
@@ -144,6 +157,8 @@ class Engine:
 
     def spawn(self) -> None:
         """Adopt what was spawned early, spawn the rest, then act on the signals kept meanwhile."""
+        if self.notify.open():  # before the first service that is told of it
+            self.ctx.notify = self.notify
         self.pod.boot()
         # Only now: the boot has registered every child it adopted, so the first sweep of the
         # reaper hands a child that already exited to its service, not to the orphan count.
@@ -175,6 +190,8 @@ class Engine:
             confirmed = await self.boot.after_boot(self.watcher, self.reload_catalogue,
                                                    self.on_hangup)
         self.boot.release_memory_later()
+        if not confirmed:
+            self.failure = "catalogue invalid (its files changed since the cached copy)"
         return server, EXIT_OK if confirmed else EXIT_CONFIG
 
     async def start_health(self) -> HealthServer | None:
@@ -194,6 +211,7 @@ class Engine:
             # Also the one plain line a person reads first, as for every other refusal to run.
             # The unix socket is bound after the TCP port: name the one that failed.
             why = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            self.failure = f"cannot serve health on {settings.health_addr}: {why}"
             problem = run_dir_problem(settings.run_dir)
             sys.stderr.write(f"coditect-start: {problem}\n" if problem else
                              f"coditect-start: cannot serve health on {settings.health_addr}: "
@@ -209,11 +227,19 @@ class Engine:
         if self.watcher is not None:
             self.watcher.stop()
         in_time = await self.pod.drain(self.settings.drain_timeout)
+        self.notify.close()
         if server is not None:
             await server.stop()
         if not in_time and exit_code == EXIT_OK:
             exit_code = EXIT_RUNTIME
-        self.events("exit", code=exit_code, orphans_reaped=self.reaper.orphans_reaped)
+        killed = [s.name for s in self.pod.services.values() if s.killed_at_deadline]
+        reason = self.failure or after_drain(self.stop_cause, killed)
+        if self.settings.termination_log is not None:
+            problem = write_termination_message(self.settings.termination_log, reason)
+            if problem is not None:
+                self.events("termination_log_failed", error=problem, level="warning")
+        self.events("exit", code=exit_code, reason=reason,
+                    orphans_reaped=self.reaper.orphans_reaped)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             self.loop.remove_signal_handler(signum)
         self.reaper.uninstall()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from healthz.marks import HELPER_MARK
 from healthz.probes import ExecOutcome
 from start.fdlimit import restore_in_child
 from start.reaper import Reaper
@@ -29,10 +30,13 @@ class ReaperExecRunner:
     async def __call__(self, argv: Sequence[str], timeout: float) -> ExecOutcome:
         loop = asyncio.get_running_loop()
         # Popen returns once the child is exec'd; the reaper (not asyncio) waits for it.
+        # The helper mark: /metrics counts what no service accounts for, and a probe's
+        # command is the engine's own, not a stray.
         popen = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL,  # noqa: ASYNC220
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env=self.env,
-                                 preexec_fn=restore_in_child())
+                                 env={**(os.environ if self.env is None else self.env),
+                                      HELPER_MARK: "exec-probe"},
+                                 start_new_session=True, preexec_fn=restore_in_child())
         exited = self.reaper.wait_for(popen.pid)
         assert popen.stdout is not None
         fd = popen.stdout.fileno()

@@ -82,6 +82,7 @@ class Run:
     pid: int
     started: float  # on the clock `now` is on
     ready: bool = False  # readiness reached since this spawn
+    extended_to: float = 0.0  # EXTEND_TIMEOUT_USEC moved start_timeout's end to this
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,13 +250,29 @@ class DrainKill(Value):
     """The drain's deadline passed: SIGKILL now, and never again wanted."""
 
 
+class StartExtended(Value):
+    """The service asked for more time to get ready (sd_notify's EXTEND_TIMEOUT_USEC)."""
+
+    seconds: float
+
+
+class WatchdogKicked(Value):
+    """The service said it is alive (sd_notify's WATCHDOG=1)."""
+
+
+class WatchdogMissed(Value):
+    """The WATCHDOG timer: no WATCHDOG=1 within `watchdog` (or the service said
+    WATCHDOG=trigger)."""
+
+
 Event = (Start | Stop | Restart | DependenciesSettled | Spawned | SpawnFailed | StartsecsElapsed
          | StartTimedOut | SettleTimedOut | ReadyPassed | LivenessFailed | Exited
-         | BackoffElapsed | KillDue | DrainKill)
+         | BackoffElapsed | KillDue | DrainKill | StartExtended | WatchdogKicked
+         | WatchdogMissed)
 EVENTS: tuple[type[Event], ...] = (
     Start, Stop, Restart, DependenciesSettled, Spawned, SpawnFailed, StartsecsElapsed,
     StartTimedOut, SettleTimedOut, ReadyPassed, LivenessFailed, Exited, BackoffElapsed, KillDue,
-    DrainKill)
+    DrainKill, StartExtended, WatchdogKicked, WatchdogMissed)
 
 
 # -- actions --------------------------------------------------------------------------------
@@ -270,6 +287,7 @@ class Timer(enum.Enum):
     BACKOFF = "backoff"
     KILL = "kill"
     LEFTOVERS = "leftovers"
+    WATCHDOG = "watchdog"
 
 
 class Spawn(Value):
@@ -337,7 +355,7 @@ def emit(name: str, *, level: str = "info", **fields: object) -> Emit:
 
 # Pairs that change nothing, whatever the rest of the phase (each is a timer already disarmed,
 # a probe of a run that ended, or a verb that is already done).
-IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(
+_IGNORED_PAIRS: set[tuple[State, type[Event]]] = (
     {(state, event) for state in State if state not in (State.STARTING, State.RUNNING,
                                                         State.STOPPING)
      for event in (StartsecsElapsed, StartTimedOut, ReadyPassed, LivenessFailed, Exited,
@@ -350,6 +368,13 @@ IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(
        (State.RUNNING, StartTimedOut), (State.STOPPING, StartTimedOut),
        (State.RUNNING, ReadyPassed), (State.STOPPING, ReadyPassed),
        (State.STOPPING, LivenessFailed), (State.STARTING, KillDue), (State.RUNNING, KillDue)})
+# What the service tells of itself (sd_notify) matters while it starts or runs; a stop is not
+# extended and a watchdog does not restart what is being stopped.
+_TOLD: tuple[type[Event], ...] = (WatchdogKicked, WatchdogMissed, StartExtended)
+_IGNORED_PAIRS |= {(state, told) for state in State for told in _TOLD
+                   if state not in (State.STARTING, State.RUNNING)}
+_IGNORED_PAIRS |= {(State.RUNNING, told) for told in _TOLD if told is StartExtended}
+IGNORED: frozenset[tuple[State, type[Event]]] = frozenset(_IGNORED_PAIRS)
 
 
 def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
@@ -429,6 +454,14 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
                 return phase, ()
             return replace(phase, wanted=False, killed_at_deadline=True), (
                 SignalGroup(signal.SIGKILL),)
+        case StartExtended(seconds):
+            return _extend_start(phase, spec, seconds, now)
+        case WatchdogKicked():
+            if spec.health.watchdog is None or phase.run is None:
+                return phase, ()
+            return phase, (Arm(Timer.WATCHDOG, spec.health.watchdog),)
+        case WatchdogMissed():
+            return _watchdog_missed(phase, spec, now)
     raise AssertionError(f"unknown event {event!r}")  # pragma: no cover (exhaustive match)
 
 
@@ -459,6 +492,8 @@ def _spawn(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:
 def _spawned(phase: Phase, spec: ServiceSpec, pid: int, at: float) -> tuple[Phase, Actions]:
     phase = replace(phase, state=State.STARTING, reason="", run=Run(pid, at), halt=None)
     actions: Actions = (emit("spawned", service=spec.name, pid=pid), StartProbes())
+    if spec.health.watchdog is not None:  # as systemd: the first WATCHDOG=1 is due from the spawn
+        actions = (*actions, Arm(Timer.WATCHDOG, spec.health.watchdog))
     if has_ready_probe(spec):  # its verdict ends `starting`; startsecs plays no part
         return phase, (*actions, Arm(Timer.START_TIMEOUT, spec.health.start_timeout))
     if spec.startsecs > 0:
@@ -488,6 +523,33 @@ def _start_timed_out(phase: Phase, spec: ServiceSpec, now: float) -> tuple[Phase
                      Settle(), Disarm(Timer.SETTLE))
     after, actions = _begin_stop(timed_out, spec, None, now, keep_reason=True, failed_start=True)
     return after, said + actions
+
+
+def _extend_start(phase: Phase, spec: ServiceSpec, seconds: float,
+                  now: float) -> tuple[Phase, Actions]:
+    run = phase.run
+    if phase.state is not State.STARTING or run is None or run.ready or not has_ready_probe(spec):
+        return phase, ()  # without a ready probe startsecs ends starting: nothing to extend
+    ends = max(run.started + spec.health.start_timeout, run.extended_to)
+    if now + seconds <= ends:
+        return phase, ()  # systemd's rule too: an extension never shortens the window
+    extended = replace(phase, run=replace(run, extended_to=now + seconds))
+    # Its dependents wait as long: they start once it is ready, not before.
+    settle: Actions = (Arm(Timer.SETTLE, seconds),) if phase.settling else ()
+    return extended, (emit("start_extended", service=spec.name, seconds=seconds),
+                      Arm(Timer.START_TIMEOUT, seconds), *settle)
+
+
+def _watchdog_missed(phase: Phase, spec: ServiceSpec, now: float) -> tuple[Phase, Actions]:
+    watchdog = spec.health.watchdog
+    if watchdog is None or phase.run is None:
+        return phase, ()
+    # No startup window: the service was told WATCHDOG_USEC at its spawn, as systemd does.
+    failing = replace(phase, wanted=True, reason=f"watchdog: no WATCHDOG=1 in {watchdog:g}s")
+    after, actions = _begin_stop(failing, spec, None, now, keep_reason=True)
+    return after, (emit("watchdog_missed", level="warning", service=spec.name,
+                        seconds=watchdog),
+                   CountRestart("liveness"), *actions)
 
 
 def _liveness_failed(phase: Phase, spec: ServiceSpec, failures: int, reason: str,
@@ -555,8 +617,9 @@ def _exited(phase: Phase, spec: ServiceSpec, status: str, code: int, ran: float,
     phase = replace(phase, run=None, halt=None, last_exit=status, last_exit_code=code)
     if was is not State.STARTING and stable(ran, spec, pacing):
         phase = replace(phase, failures_in_a_row=0, failed_starts=0)
+    watchdog: Actions = (Disarm(Timer.WATCHDOG),) if spec.health.watchdog is not None else ()
     done: Actions = (Disarm(Timer.STARTSECS), Disarm(Timer.START_TIMEOUT), Disarm(Timer.KILL),
-                     StopProbes(),
+                     *watchdog, StopProbes(),
                      emit("exited", service=spec.name, pid=pid, status=status,
                           ran_seconds=round(ran, 3)))
     if was is State.STOPPING and not failed_start:

@@ -13,12 +13,14 @@ import signal
 import time
 from collections.abc import Callable
 
-from healthz.model import PodSnapshot, State, UnknownService, VerbFailed
+from healthz.model import PodSnapshot, RunRefused, RunRequest, State, UnknownService, VerbFailed
 from start import homecheck
 from start.catalogue import Catalogue
 from start.errors import ConfigError
 from start.looplag import LoopLag
 from start.service import EngineContext, Service
+from start.strays import mark_of
+from start.transient import transient_spec
 
 KILL_REAP_GRACE = 3.0  # after a SIGKILL, how long to wait for the kernel to let us reap
 
@@ -61,13 +63,30 @@ class Pod:
     # -- faces --------------------------------------------------------------------------------
 
     def snapshot(self) -> PodSnapshot:
-        services = tuple(s.snapshot() for s in self.services.values())
+        # Transient services after the catalogue's, whichever a reload added last.
+        services = tuple(s.snapshot() for s in sorted(self.services.values(),
+                                                      key=lambda s: s.spec.transient))
         if not self.started_up and all(s.ever_ready for s in self.services.values()
                                        if s.spec.health.critical and s.spec.autostart):
             self.started_up = True
         return PodSnapshot(services=services, draining=self.draining,
                            started_up=self.started_up, booted_at=self.booted_at,
-                           reload_errors=self.reload_errors, home_problems=homecheck.problems())
+                           reload_errors=self.reload_errors, home_problems=homecheck.problems(),
+                           notify_ignored=notify.ignored if (notify := self.ctx.notify) else 0)
+
+    def on_notify(self, pid: int, fields: dict[str, str]) -> bool:
+        """Hand an sd_notify datagram from `pid` to the service whose current run it belongs
+        to (its process, or a descendant carrying the run's mark); False when none does."""
+        services = self.services.values()
+        owner = next((s for s in services if s.carries(pid, None)), None)
+        # Not a service's own process: its environment names its run, if any (read only now,
+        # for a datagram from a descendant, e.g. a shell's systemd-notify).
+        if owner is None and (mark := mark_of(pid)) is not None:
+            owner = next((s for s in services if s.carries(pid, mark)), None)
+        if owner is None:
+            return False
+        owner.on_notify(fields)
+        return True
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()
@@ -101,11 +120,16 @@ class Pod:
     async def stop_service(self, name: str) -> str:
         service = self._get(name)
         if service.pid is None and service.state in (State.STOPPED, State.EXITED):
-            return f"{name}: already {service.state.value}"
-        await service.stop()
-        if service.pid is not None:
-            raise VerbFailed(f"{name}: {_describe(service)}")
-        return f"{name}: {_describe(service)}"
+            message = f"{name}: already {service.state.value}"
+        else:
+            await service.stop()
+            if service.pid is not None:
+                raise VerbFailed(f"{name}: {_describe(service)}")
+            message = f"{name}: {_describe(service)}"
+        if service.spec.transient and not self.draining:
+            self._remove_transient(service, "stopped")
+            message += ", removed (transient)"
+        return message
 
     async def restart_service(self, name: str) -> str:
         service = self._get(name)
@@ -123,6 +147,38 @@ class Pod:
             raise VerbFailed(f"{name}: not running, {signame} not sent")
         group = service.pid or "?"
         return f"{name}: sent {signame} to process group {group}"
+
+    async def run_transient(self, request: RunRequest) -> str:
+        """Add a transient service (start.transient) and start it; a stopped or exited one of
+        the same name is replaced. It is the pod's child, not the caller's: its run and its
+        mark are its own, so nothing that ends the caller's run reaches it."""
+        name = request.name
+        if self.draining:
+            raise RunRefused(f"{name}: not started, the pod is draining", conflict=True)
+        if self.catalogue.get(name) is not None:
+            raise RunRefused(f"{name!r} is a service of the catalogue: choose another name",
+                             conflict=True)
+        spec = transient_spec(request, self.ctx.base_env, self.catalogue.secret_names)
+        previous = self.services.get(name)
+        if previous is not None:
+            if previous.want_running or previous.pid is not None:
+                raise RunRefused(f"transient service {name!r} is {previous.state.value}: "
+                                 f"`podctl stop {name}` first", conflict=True)
+            self._remove_transient(previous, "replaced")
+        service = Service(spec, self.ctx)
+        self.services[name] = service
+        self.ctx.emit("transient_added", service=name)
+        service.request_start([])
+        try:
+            return await self._outcome_of_start(service)
+        except VerbFailed as failed:  # it stays, retried as any service is: say how to end it
+            raise VerbFailed(f"{failed}; retried until `podctl stop {name}`") from None
+
+    def _remove_transient(self, service: Service, why: str) -> None:
+        if self.services.get(service.name) is service:  # not one that replaced it meanwhile
+            del self.services[service.name]
+            service.retire()
+            self.ctx.emit("transient_removed", service=service.name, why=why)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -150,15 +206,22 @@ class Pod:
             self.ctx.emit("reload_rejected", problems=error.problems, level="error")
             return False, ["catalogue rejected, the running pod is unchanged:", *error.problems]
         self.reload_errors = ()
-        old = {name: service.spec for name, service in self.services.items()}
+        # Transient services are not the catalogue's: a reload keeps them, unless the catalogue
+        # now names one, whose name the catalogue's service takes.
+        old = {name: service.spec for name, service in self.services.items()
+               if not service.spec.transient}
         fresh = {spec.name: spec for spec in new.services}
         removed = [name for name in old if name not in fresh]
         added = [spec for spec in new.services if spec.name not in old]
         changed = [spec for spec in new.services if spec.name in old and spec != old[spec.name]]
+        displaced = [self.services[s.name] for s in added if s.name in self.services]
         self.catalogue = new
-        await asyncio.gather(*(self.services[name].stop() for name in removed))
+        await asyncio.gather(*(self.services[name].stop() for name in removed),
+                             *(service.stop() for service in displaced))
         for name in removed:
             del self.services[name]
+        for service in displaced:
+            self._remove_transient(service, "replaced by the catalogue's")
         for spec in changed:
             if self.draining:  # began while this reload waited for a stop
                 self.services[spec.name].adopt_spec(spec)
@@ -174,6 +237,8 @@ class Pod:
                 service.request_start(service.dependencies())
         messages = [f"added {s.name}" for s in added] + [f"removed {n}" for n in removed]
         messages += [f"changed {s.name} (restarted)" for s in changed]
+        messages += [f"transient {s.name} stopped: the catalogue's took its name"
+                     for s in displaced]
         self.ctx.emit("reloaded", added=[s.name for s in added], removed=removed,
                       changed=[s.name for s in changed])
         return True, messages or ["no change"]

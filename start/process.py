@@ -13,6 +13,7 @@ import pwd
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from start.catalogue import ServiceSpec
@@ -34,6 +35,7 @@ class ChildProcess:
     started_at: float  # wall clock
     started_mono: float
     mark: str = ""  # in every descendant's environment (start.strays); "" for none
+    ready_fd: int | None = None  # read end of `ready=fd:N`'s pipe (start.readyfd reads it)
 
     @property
     def stdout_fd(self) -> int | None:
@@ -119,9 +121,59 @@ def group_exists(pgid: int) -> bool:
     return True
 
 
-def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
+def needs_notify_socket(spec: ServiceSpec) -> bool:
+    """It speaks sd_notify: it is ready when it says so, or must keep saying it is alive."""
+    return spec.health.ready.kind == "notify" or spec.health.watchdog is not None
+
+
+def _notify_env(spec: ServiceSpec, notify_socket: str | None) -> dict[str, str]:
+    if notify_socket is None or not needs_notify_socket(spec):
+        return {}
+    env = {"NOTIFY_SOCKET": notify_socket}
+    if spec.health.watchdog is not None:
+        # No WATCHDOG_PID: the pid is not known before the fork, and sd_watchdog_enabled()
+        # takes a missing one as "for this process".
+        env["WATCHDOG_USEC"] = str(round(spec.health.watchdog * 1_000_000))
+    return env
+
+
+def _ready_pipe(number: int) -> tuple[int, int, tuple[int, ...], Callable[[], None] | None]:
+    """s6's notification fd: (read end, our copy of the write end, fds to keep open in the
+    child, a pre-exec step). The write end must be descriptor `number` in the child while
+    every other descriptor is closed (close_fds): placed there in our own table when that
+    number is free here, else moved there between fork and exec."""
+    read, write = os.pipe()  # both close-on-exec
+    os.set_blocking(read, False)
+    placed = fcntl.fcntl(write, fcntl.F_DUPFD_CLOEXEC, number)  # the lowest free >= number
+    os.close(write)
+    if placed == number:
+        return read, placed, (number,), None
+
+    def move() -> None:
+        os.dup2(placed, number)  # inheritable; `number` (ours) was open, so it is kept
+        os.close(placed)
+
+    return read, placed, (number, placed), move
+
+
+def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    present = [step for step in steps if step is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def run_all() -> None:
+        for step in present:
+            step()
+
+    return run_all
+
+
+def spawn(spec: ServiceSpec, base_env: dict[str, str],
+          notify_socket: str | None = None) -> ChildProcess:
+    """`notify_socket`: the pod's sd_notify socket (start.notify), given to services that
+    speak it; before the engine there is none, and such services wait for it (start.early)."""
     mark = new_mark(spec.name)
-    env = {**service_environment(spec, base_env), MARK: mark}
+    env = {**service_environment(spec, base_env), **_notify_env(spec, notify_socket), MARK: mark}
     user: int | None = None
     group: int | None = None
     extra_groups: list[int] | None = None
@@ -134,6 +186,13 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
         # the child would keep ours (root's group 0).
         extra_groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
         env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    ready_fd: int | None = None
+    write_end = -1
+    keep: tuple[int, ...] = ()
+    move: Callable[[], None] | None = None
+    ready = spec.health.ready
+    if ready.kind == "fd" and ready.fd is not None:
+        ready_fd, write_end, keep, move = _ready_pipe(ready.fd)
     try:
         popen = subprocess.Popen(
             spec.argv,
@@ -144,19 +203,30 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str]) -> ChildProcess:
             env=env,
             start_new_session=True,
             close_fds=True,
+            pass_fds=keep,
             user=user,
             group=group,
             extra_groups=extra_groups,
             umask=-1 if spec.umask is None else spec.umask,
-            preexec_fn=restore_in_child(),
+            preexec_fn=_chain(restore_in_child(), move),
         )
     except OSError as error:
+        _close(ready_fd)
         raise SpawnError(f"{spec.argv[0]}: {error.strerror or error}") from None
     except (ValueError, subprocess.SubprocessError) as error:
+        _close(ready_fd)
         raise SpawnError(str(error)) from None
+    finally:
+        if ready_fd is not None:
+            os.close(write_end)  # the child's now: its close (or exit) is the pipe's EOF
     for stream in (popen.stdout, popen.stderr):
         if stream is not None:
             os.set_blocking(stream.fileno(), False)
             _widen_pipe(stream.fileno())
     return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
-                        started_mono=time.monotonic(), mark=mark)
+                        started_mono=time.monotonic(), mark=mark, ready_fd=ready_fd)
+
+
+def _close(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)

@@ -14,12 +14,13 @@ import functools
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from healthz.freshness import is_stale
 from healthz.model import ServiceSnapshot, State
+from healthz.probe_spec import SELF_REPORTED
 from start import lifecycle
 from start.catalogue import ServiceSpec
 from start.lifecycle import (
@@ -31,7 +32,9 @@ from start.lifecycle import (
     Timer,
 )
 from start.logs import Console, Pump, ServiceLog
+from start.notify import Told, extension_seconds, one_line
 from start.process import ChildProcess, SpawnError, spawn
+from start.readyfd import ReadyFd
 from start.reaper import Reaper, describe_status
 
 if TYPE_CHECKING:
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
     from healthz.probe_exec import ExecRunner
     from healthz.probe_loop import ProbeLoop
     from healthz.probe_run import ProbeResult
+    from start.notify import NotifySocket
 
 LEFTOVER_POLL = 0.005  # seconds between checks that a dead run's group is empty
 LEFTOVER_WAIT = 2.0  # after this, start anyway (something in D state ignores SIGKILL) and say so
@@ -52,6 +56,7 @@ _TIMER_EVENTS: dict[Timer, Callable[[], Event]] = {
     Timer.SETTLE: lifecycle.SettleTimedOut,
     Timer.BACKOFF: lifecycle.BackoffElapsed,
     Timer.KILL: lifecycle.KillDue,
+    Timer.WATCHDOG: lifecycle.WatchdogMissed,
 }
 
 
@@ -72,6 +77,7 @@ class EngineContext:
     services: dict[str, Service] = field(default_factory=dict)
     # Spawned before the engine (start.early), by name; the boot adopts them.
     prespawned: dict[str, ChildProcess] = field(default_factory=dict)
+    notify: NotifySocket | None = None  # the sd_notify socket, once the engine bound it
 
 
 class _Timers:
@@ -115,8 +121,11 @@ class Service:
         self._probe_stops: set[asyncio.Task[None]] = set()
         self._pumps: list[Pump] = []
         self._log: ServiceLog | None = None
+        self._retired = False  # removed from the pod: the log closes once its pumps are done
         # The last run's process group, until it is empty, and how long a spawn waits for that.
         self._leftovers: tuple[ChildProcess, float] | None = None
+        self._told = Told()  # what the current run said of itself (sd_notify)
+        self._ready_fd: ReadyFd | None = None  # ready=fd:N's pipe, until the newline
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -184,6 +193,8 @@ class Service:
         if run is None or self._proc is None or self.state not in (State.STARTING,
                                                                    State.RUNNING):
             return False
+        if self._told.holding:  # RELOADING=1 or STOPPING=1, and no READY=1 since
+            return False
         probe = self._probes.get("ready")
         if probe is None:
             return self.state is State.RUNNING
@@ -213,7 +224,9 @@ class Service:
     def snapshot(self) -> ServiceSnapshot:
         ready = self.ready
         reason = self.reason
-        if not ready and not reason and self._proc is not None:
+        if not ready and not reason and self._told.holding:
+            reason = f"the service said {self._told.holding}"
+        elif not ready and not reason and self._proc is not None:
             probe = self._probes.get("ready")
             last = probe.last if probe is not None else None
             reason = f"readiness probe: {last.reason}" if last is not None else "not ready yet"
@@ -234,6 +247,8 @@ class Service:
             reason="" if ready else reason,
             budget_exhausted=self.budget_exhausted(),
             log_write_failures=self._log.failures if self._log is not None else 0,
+            transient=self.spec.transient,
+            status=self._told.status if self._proc is not None else "",
         )
 
     def dependencies(self) -> list[Service]:
@@ -280,11 +295,51 @@ class Service:
         """The drain's deadline passed: SIGKILL the group now, and never bring it back."""
         self._feed(lifecycle.DrainKill())
 
+    def on_notify(self, fields: dict[str, str]) -> None:
+        """A datagram of its run on the sd_notify socket (start.notify), already attributed."""
+        told = self._told
+        if "STATUS" in fields:
+            told = replace(told, status=one_line(fields["STATUS"]))
+        for holding in ("RELOADING", "STOPPING"):
+            if fields.get(holding) == "1":
+                told = replace(told, holding=f"{holding}=1")
+        ready = fields.get("READY") == "1"
+        if ready:
+            told = replace(told, holding="")
+        changed, self._told = told != self._told, told
+        if ready and self.spec.health.ready.kind == "notify":
+            self._feed(lifecycle.ReadyPassed())
+        extension = extension_seconds(fields.get("EXTEND_TIMEOUT_USEC", ""))
+        if extension is not None:
+            self._feed(lifecycle.StartExtended(extension))
+        if fields.get("WATCHDOG") == "1":
+            self._feed(lifecycle.WatchdogKicked())
+        elif fields.get("WATCHDOG") == "trigger":
+            self._feed(lifecycle.WatchdogMissed())
+        if changed:
+            self._notify()  # readiness may have changed
+
+    def carries(self, pid: int, mark: str | None) -> bool:
+        """Whether process `pid` (carrying run mark `mark`) belongs to the current run."""
+        proc = self._proc
+        return proc is not None and (pid == proc.pid or (bool(mark) and mark == proc.mark))
+
     def send_signal(self, signum: int) -> bool:
         return self._proc is not None and self._proc.signal_group(signum)
 
     def pids(self) -> list[int]:
         return [self._proc.pid] if self._proc else []
+
+    def retire(self) -> None:
+        """It leaves the pod (a transient service stopped): its log file is closed as soon as
+        the last of its output is written, so that runs come and go without leaking files."""
+        self._retired = True
+        self._close_log_when_idle()
+
+    def _close_log_when_idle(self) -> None:
+        if self._retired and not self._pumps and self._log is not None:
+            self._log.close()
+            self._log = None
 
     def close_pumps(self) -> None:
         for pump in list(self._pumps):
@@ -404,11 +459,17 @@ class Service:
             return
         try:
             # Spawned before the engine was imported (start.early): adopted, not spawned again.
-            proc = self.ctx.prespawned.pop(self.name, None) or spawn(self.spec, self.ctx.base_env)
+            notify = self.ctx.notify.address if self.ctx.notify is not None else None
+            proc = self.ctx.prespawned.pop(self.name, None) or spawn(
+                self.spec, self.ctx.base_env, notify)
         except SpawnError as error:
             self._feed(lifecycle.SpawnFailed(str(error)))
             return
         self._proc = proc
+        self._told = Told()
+        if proc.ready_fd is not None:
+            self._ready_fd = ReadyFd(self.ctx.loop, proc.ready_fd,
+                                     functools.partial(self._fd_ready, proc))
         self.ctx.reaper.watch(proc.pid, functools.partial(self._on_reaped, proc))
         self._open_pumps(proc)
         self._feed(lifecycle.Spawned(proc.pid, proc.started_mono))
@@ -444,6 +505,12 @@ class Service:
         stream = proc.popen.stdout if pump.stream == "stdout" else proc.popen.stderr
         if stream is not None:
             stream.close()
+        self._close_log_when_idle()
+
+    def _fd_ready(self, proc: ChildProcess) -> None:
+        self._ready_fd = None  # closed by itself
+        if proc is self._proc:
+            self._feed(lifecycle.ReadyPassed())
 
     def _on_reaped(self, proc: ChildProcess, status: int) -> None:
         proc.mark_reaped(status)
@@ -454,6 +521,9 @@ class Service:
         description, code = describe_status(status)
         ran = self.ctx.clock() - proc.started_mono
         self._proc = None
+        if self._ready_fd is not None:
+            self._ready_fd.close()
+            self._ready_fd = None
         waiters, self._stop_waiters = self._stop_waiters, []
         self._feed(lifecycle.Exited(description, code, ran))
         for waiter in waiters:
@@ -471,8 +541,8 @@ class Service:
         runner = self.ctx.exec_runner
         for kind in kinds:
             spec = health.ready if kind == "ready" else health.live
-            if spec.kind == "none":
-                continue
+            if spec.kind == "none" or spec.kind in SELF_REPORTED:
+                continue  # self-reported readiness comes from start.notify, start.readyfd
             if spec.kind == "exec" and runner is None:
                 # Never asyncio's child watcher: our reaper's waitpid(-1) would take its
                 # statuses (a probe of `true` would read exit 255). One runner per service:

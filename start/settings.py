@@ -23,3 +23,4 @@ class Settings:
     drain_timeout: float
     log_format: str
     check_only: bool
+    termination_log: Path | None = None  # where the one-line reason for exiting goes

@@ -15,9 +15,10 @@ the alternatives:
 - following parent links in /proc loses a process as soon as its parent dies (a double fork).
 The mark costs nothing while services run: /proc is read only when a run is stopped or ends.
 
-What it cannot attribute: a process that removed the variable from its environment before an
-exec (`env -i`, a sandbox that clears it), and a process of another user whose environment we
-may not read. Those outlive their run, as any process did before.
+What it cannot attribute (docs/LIFECYCLE.md): a process that removed the variable from its
+environment before an exec (`env -i`, a sandbox that clears it), and one whose environment we
+may not read (another user's when we are not root, a setuid program's). Those outlive their
+run, as any process did before; /metrics counts them (`healthz.census`).
 
 Each process is identified by (pid, start time) when found and checked again through a pidfd
 before it is signalled, so a pid reused in between is never signalled.
@@ -31,7 +32,10 @@ import os
 import signal
 import time
 
-MARK = "CODITECT_SERVICE_RUN"
+from healthz.marks import RUN_MARK
+
+MARK = RUN_MARK  # the name this module and start.process use
+
 _runs = itertools.count(1)
 
 
@@ -56,6 +60,20 @@ def _carries(pid: int, needle: bytes) -> bool:
             return needle in b"\0" + environ.read()
     except OSError:
         return False  # gone, or another user's
+
+
+def mark_of(pid: int) -> str | None:
+    """The run mark process `pid` carries, if any (None too when it is gone or unreadable)."""
+    prefix = f"{MARK}=".encode()
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            entries = environ.read().split(b"\0")
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.startswith(prefix):
+            return entry[len(prefix):].decode("utf-8", "replace")
+    return None
 
 
 def marked(mark: str) -> list[tuple[int, int]]:

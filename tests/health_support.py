@@ -16,7 +16,14 @@ from pathlib import Path
 import aiohttp
 
 from healthz.metrics import PodMetrics
-from healthz.model import PodSnapshot, ServiceSnapshot, State, UnknownService, VerbFailed
+from healthz.model import (
+    PodSnapshot,
+    RunRequest,
+    ServiceSnapshot,
+    State,
+    UnknownService,
+    VerbFailed,
+)
 from healthz.server import HealthServer
 
 # Looks like a credential on purpose: it must never leave through the TCP listener.
@@ -112,6 +119,15 @@ class FakePod:
     async def signal_service(self, name: str, signum: int) -> str:
         await self._verb("signal", name, signum)
         return f"{name}: sent signal {signum}"
+
+    async def run_transient(self, request: RunRequest) -> str:
+        self.calls.append(Call("run", request.name))
+        if self.fail_with is not None:
+            raise VerbFailed(self.fail_with)
+        self.services[request.name] = ServiceSnapshot(
+            name=request.name, state=State.RUNNING, critical=False, ready=True, live=True,
+            pid=None, started_at=None, restarts=0, transient=True)
+        return f"{request.name}: running"
 
     async def reload(self) -> tuple[bool, list[str]]:
         self.calls.append(Call("reload", ""))

@@ -174,6 +174,15 @@ def test_grace_period_exceeds_the_drain_deadline() -> None:
     assert drain_path_seconds(production_catalogue().services) <= drain.drain_timeout
 
 
+def test_the_termination_message_is_the_engines_reason() -> None:
+    """The kubelet's file is the one coditect-start writes by default, and a container that
+    died before writing it still leaves a message (its log's tail)."""
+    coditect = container()
+    assert coditect["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert coditect.get("terminationMessagePath", "/dev/termination-log") == \
+        "/dev/termination-log"
+
+
 def test_security_context() -> None:
     """Non-root as the image's user, no privilege escalation, no capabilities, read-only root
     filesystem; nginx's port needs no sysctl (or, were it below 1024, the one that lets it bind

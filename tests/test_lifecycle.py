@@ -43,12 +43,15 @@ from start.lifecycle import (
     Spawned,
     SpawnFailed,
     Start,
+    StartExtended,
     StartProbes,
     StartsecsElapsed,
     StartTimedOut,
     Stop,
     StopProbes,
     Timer,
+    WatchdogKicked,
+    WatchdogMissed,
     counts_towards_budget,
     emit,
     over_budget,
@@ -69,6 +72,9 @@ PROBED = replace(SPEC, health=replace(SPEC.health, ready=parse_probe("tcp://127.
 INSTANT = replace(SPEC, startsecs=0.0)  # no probe, no startsecs: RUNNING at the spawn
 ALWAYS = replace(SPEC, autorestart="true")
 NEVER = replace(SPEC, autorestart="false")
+# Ready when it says so (sd_notify), alive while it keeps saying WATCHDOG=1 every 10 s.
+NOTIFYING = replace(SPEC, health=replace(SPEC.health, ready=parse_probe("notify"),
+                                         watchdog=10.0))
 
 # One phase of each kind, as the engine reaches it.
 FRESH = Phase()  # never asked to run
@@ -383,6 +389,35 @@ TABLE: tuple[Row, ...] = (
                 failed_starts=1, failures_in_a_row=1, last_exit="signal 15 (SIGTERM)",
                 last_exit_code=-15),
         exiting("signal 15 (SIGTERM)", 60.0)),
+    # -- what the service tells (sd_notify) ---------------------------------------------
+    Row("READY=1 ends starting, as a passing ready probe does", STARTING, ReadyPassed(),
+        replace(STARTING, state=State.RUNNING, run=Run(PID, 99.5, ready=True), settled=True,
+                settling=False, ever_ready=True), READY, NOTIFYING),
+    Row("a spawn with a watchdog arms it", WANTED, Spawned(PID, NOW),
+        replace(WANTED, state=State.STARTING, run=NEW_RUN),
+        (*SPAWNED, Arm(Timer.WATCHDOG, 10.0), Arm(Timer.START_TIMEOUT, 60.0)), NOTIFYING),
+    Row("EXTEND_TIMEOUT_USEC past start_timeout's end: start_timeout and settle re-armed",
+        STARTING, StartExtended(90.0), replace(STARTING, run=Run(PID, 99.5, extended_to=190.0)),
+        (said("start_extended", seconds=90.0), Arm(Timer.START_TIMEOUT, 90.0),
+         Arm(Timer.SETTLE, 90.0)), NOTIFYING),
+    Row("EXTEND_TIMEOUT_USEC inside start_timeout's window: nothing to move", STARTING,
+        StartExtended(10.0), STARTING, (), NOTIFYING),
+    Row("EXTEND_TIMEOUT_USEC without a ready probe: startsecs ends starting, not a timeout",
+        STARTING, StartExtended(90.0), STARTING, ()),
+    Row("WATCHDOG=1 while starting: the watchdog re-armed", STARTING, WatchdogKicked(),
+        STARTING, (Arm(Timer.WATCHDOG, 10.0),), NOTIFYING),
+    Row("WATCHDOG=1 while running: the watchdog re-armed", RUNNING, WatchdogKicked(),
+        RUNNING, (Arm(Timer.WATCHDOG, 10.0),), NOTIFYING),
+    Row("no WATCHDOG=1 in time: a liveness restart", RUNNING, WatchdogMissed(),
+        replace(RUNNING, state=State.STOPPING, halt=Halt(110.0),
+                reason="watchdog: no WATCHDOG=1 in 10s"),
+        (said("watchdog_missed", "warning", seconds=10.0), CountRestart("liveness"),
+         *stopping()), NOTIFYING),
+    Row("no WATCHDOG=1 while starting: a liveness restart too (no startup window)", STARTING,
+        WatchdogMissed(), replace(STARTING, state=State.STOPPING, halt=Halt(110.0),
+                                  reason="watchdog: no WATCHDOG=1 in 10s"),
+        (said("watchdog_missed", "warning", seconds=10.0), CountRestart("liveness"),
+         *stopping()), NOTIFYING),
     # -- backoff, kill, drain ------------------------------------------------------------
     Row("backoff over: spawn", BACKOFF, BackoffElapsed(), BACKOFF, spawning()),
     Row("fatal's retry: spawn", FATAL, BackoffElapsed(), replace(FATAL, settling=True),
@@ -415,7 +450,8 @@ SAMPLE_EVENTS: dict[type[Event], Event] = {
     StartTimedOut: StartTimedOut(), SettleTimedOut: SettleTimedOut(),
     ReadyPassed: ReadyPassed(), LivenessFailed: LivenessFailed(3, "x"),
     Exited: Exited("exit 1", 1, 1.0), BackoffElapsed: BackoffElapsed(), KillDue: KillDue(),
-    DrainKill: DrainKill()}
+    DrainKill: DrainKill(), StartExtended: StartExtended(5.0),
+    WatchdogKicked: WatchdogKicked(), WatchdogMissed: WatchdogMissed()}
 SAMPLE_PHASES: dict[State, Phase] = {
     State.STOPPED: WANTED, State.WAITING: WAITING, State.STARTING: STARTING,
     State.RUNNING: RUNNING, State.BACKOFF: BACKOFF, State.STOPPING: STOPPING,

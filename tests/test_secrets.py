@@ -4,6 +4,7 @@ refused before anything starts."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -183,3 +184,27 @@ def test_in_the_demo_pod_only_the_api_has_the_jwt_secret(tmp_path: Path) -> None
                               timeout=60, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "JWT_SECRET: withheld from this environment" in done.stdout
+
+
+def test_a_transient_service_is_not_given_the_pods_secrets(tmp_path: Path) -> None:
+    """`podctl run` from a terminal: the pod's secret is withheld from what it starts; a value
+    the request gives itself with --env is its own."""
+    location = two_services(tmp_path)
+    pod = RunningPod(location, tmp_path / "home", env={"TOKEN": SECRET})
+    socket = pod.run_dir / "podctl.sock"
+    try:
+        pod.wait_event("spawned", 20, service="api")
+        wait_for(socket.exists, 20, "the control socket")
+        for name, extra in (("plain", []), ("own", ["--env", "TOKEN=mine"])):
+            done = subprocess.run(
+                [*podctl_command(), "--socket", str(socket), "run", name, *extra, "--",
+                 "/bin/sleep", "1000"], capture_output=True, text=True, cwd=tmp_path,
+                timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            assert done.returncode == 0, done.stderr
+        pids = {e["service"]: e["pid"] for e in pod.events("spawned")}
+        assert "TOKEN" not in environ_of(pids["plain"])
+        assert environ_of(pids["plain"])["CODITECT_WITHHELD"] == "TOKEN"
+        assert environ_of(pids["own"])["TOKEN"] == "mine"
+        assert environ_of(pids["api"])["TOKEN"] == SECRET
+    finally:
+        pod.stop()

@@ -1,7 +1,8 @@
 """End to end with the real IDE: the demo pod runs the Eclipse Theia of deploy/theia/ (built and
 cached by scripts/theia-build) in the theia slot behind the real nginx, and a headless chromium
 uses it through nginx: the workbench, terminals with processes in them, WebSockets whose Origin
-Theia checks, a hung Theia replaced, the drain with a tab connected.
+Theia checks, a hung Theia replaced, what a terminal started with `nohup … &` and `setsid …`
+ended with its run (kill -9, `podctl restart`), the drain with a tab connected.
 
 Skipped, with one line saying why, when the Theia build, chromium or Playwright is absent.
 The tests share one pod and one browser, in file order: the drain, which ends the pod, is last.
@@ -22,6 +23,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +53,58 @@ THEIA_BOOT_DEADLINE = 60.0
 # Theia's liveness in supervisor/conf.d/theia.conf: failures x interval + timeout, then the
 # stop (SIGKILL after stopwaitsecs for a stopped process) and Theia's own start.
 HANG_REPLACED_DEADLINE = 3 * 10 + 5 + 10 + 30
+# What a terminal leaves behind must be gone this soon after its Theia's run ends.
+ESCAPEES_GONE_DEADLINE = 1.0
+
+
+def escapes(tag: int) -> str:
+    """A terminal line that leaves two sleeps outside Theia's process group: `nohup … &` (a
+    job: a group of its own) and `setsid …` (a session of its own, reparented to the engine)."""
+    return f"nohup sleep {tag}1 >/dev/null 2>&1 & setsid sleep {tag}2 &"
+
+
+def escapees(tag: int) -> dict[int, int]:
+    """pid → start time (clock ticks) of each live `sleep {tag}1` and `sleep {tag}2`."""
+    wanted = {f"sleep\0{tag}1\0".encode(), f"sleep\0{tag}2\0".encode()}
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "cmdline").read_bytes() in wanted:
+                    started = start_time(int(entry.name))
+                    if started is not None:
+                        found[int(entry.name)] = started
+    return found
+
+
+def both_sleeps(tag: int) -> dict[int, int] | None:
+    found = escapees(tag)
+    return found if len(found) >= 2 else None
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of `pid`, None when it is gone or a zombie (a reaped pid's is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def all_ended(found: dict[int, int]) -> bool:
+    """Each of these very processes (pid and start time) has ended: a reused pid is not one."""
+    return all(start_time(pid) != started for pid, started in found.items())
+
+
+def check_escaped(theia: int, found: dict[int, int], count: int) -> None:
+    """`count` sleeps, none in Theia's process group, the `setsid` ones not even Theia's
+    descendants (in a session of their own, reparented)."""
+    assert len(found) >= count, found  # a line typed again (see open_terminal) adds some
+    below = descendants(theia)
+    for pid in found:
+        assert os.getpgid(pid) != theia
+        if Path(f"/proc/{pid}/cmdline").read_bytes().endswith(b"2\0"):
+            assert pid not in below and os.getsid(pid) != os.getsid(theia)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +122,12 @@ def demo() -> Iterator[Demo]:
 
 
 @pytest.fixture(scope="module")
+def escaped() -> dict[int, int]:
+    """What the terminals of the first test left outside Theia's group: pid → start time."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with chromium() as running:
         yield running
@@ -82,10 +142,12 @@ def tab(browser: Browser, demo: Demo) -> Page:
     return page
 
 
-def test_workbench_and_terminals_through_nginx(demo: Demo, tab: Page) -> None:
+def test_workbench_and_terminals_through_nginx(demo: Demo, tab: Page,
+                                               escaped: dict[int, int]) -> None:
     """The workbench renders through nginx (the run directory the engine made stays 0700, and
     the whole bundle.js arrives); two terminals run what is typed into them: their shells and
-    jobs are Theia's descendants, their files land in the workspace, their tabs are shown."""
+    jobs are Theia's descendants, their files land in the workspace, their tabs are shown.
+    Each also leaves a `nohup` and a `setsid` sleep outside Theia's group (for the kill -9)."""
     assert stat.S_IMODE(demo.run_dir.stat().st_mode) == 0o700
     built = Path(demo.env["CODITECT_THEIA_APP"]) / "lib" / "frontend" / "bundle.js"
     with urllib.request.urlopen(f"{IDE}bundle.js", timeout=30) as answer:
@@ -94,11 +156,14 @@ def test_workbench_and_terminals_through_nginx(demo: Demo, tab: Page) -> None:
     for n in (1, 2):
         # The file first: a line whose first keys were lost (typed before the terminal was
         # attached) creates no file, so open_terminal types it again.
-        open_terminal(tab, theia, f"echo ran-$((40 + {n})) > term{n}.txt; sleep 424{n} &",
-                      demo.workspace / f"term{n}.txt")
+        open_terminal(tab, theia, f"echo ran-$((40 + {n})) > term{n}.txt; sleep 424{n} & "
+                      + escapes(425 + n), demo.workspace / f"term{n}.txt")
         assert (demo.workspace / f"term{n}.txt").read_text() == f"ran-{40 + n}\n"
     below = descendants(theia)
     assert {"sleep 4241", "sleep 4242"} <= set(below.values()), below
+    for tag in (426, 427):
+        escaped.update(wait_for(partial(both_sleeps, tag), 10, f"the sleeps of escapes({tag})"))
+    check_escaped(theia, escaped, 4)
     assert len(shells_of(theia)) >= 2
     assert tab.locator(".xterm").count() >= 2
     wait_for(lambda: tab.locator(".p-TabBar-tab:has-text('bash'), "
@@ -191,15 +256,44 @@ def test_origin_behind_an_ingress(demo: Demo) -> None:
             400, 403)
 
 
-def test_kill_9_then_ready(demo: Demo, tab: Page) -> None:
-    """kill -9 of Theia: replaced and ready again; measured."""
+def test_kill_9_then_ready(demo: Demo, tab: Page, escaped: dict[int, int]) -> None:
+    """kill -9 of Theia: what its terminals left with `nohup` and `setsid` is gone within 1 s
+    (each checked by pid and start time); replaced and ready again; measured."""
     old = demo.pid("theia")
+    assert escaped and not any(start_time(p) != s for p, s in escaped.items()), escaped
     started = time.monotonic()
     os.kill(old, signal.SIGKILL)
+    wait_for(lambda: all_ended(escaped), ESCAPEES_GONE_DEADLINE,
+             lambda: f"the terminals' escapees ended: {escapees(426)} {escapees(427)}")
+    figure("Theia kill -9 → its terminals' nohup/setsid sleeps gone",
+           f"{(time.monotonic() - started) * 1000:.0f} ms")
     wait_for(lambda: demo.status()["theia"]["pid"] not in (old, None)
              and demo.running("theia"), THEIA_BOOT_DEADLINE, "theia replaced and ready",
              interval=0.05)
     figure("Theia kill -9 → ready", f"{time.monotonic() - started:.2f} s")
+
+
+def test_podctl_restart_ends_a_terminals_escapees(demo: Demo, tab: Page) -> None:
+    """`podctl restart theia` with a terminal that left a `nohup` and a `setsid` sleep: both
+    are gone within 1 s of the command (the stop's TERM reaches them through the run's mark),
+    and Theia is ready again."""
+    tab.reload()
+    tab.wait_for_selector(".theia-preload", state="detached", timeout=60_000)
+    theia = demo.pid("theia")
+    open_terminal(tab, theia, "echo up > restart.txt; " + escapes(428),
+                  demo.workspace / "restart.txt")
+    found = wait_for(partial(both_sleeps, 428), 10, "the terminal's nohup and setsid sleeps")
+    check_escaped(theia, found, 2)
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        restart = pool.submit(demo.podctl, "restart", "theia", timeout=THEIA_BOOT_DEADLINE)
+        wait_for(lambda: all_ended(found), ESCAPEES_GONE_DEADLINE,
+                 lambda: f"the terminal's escapees ended: {escapees(428)}")
+        figure("podctl restart theia → its terminal's nohup/setsid sleeps gone",
+               f"{(time.monotonic() - started) * 1000:.0f} ms")
+        done = restart.result()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert demo.pid("theia") != theia and demo.running("theia")
 
 
 @pytest.mark.timeout(180)

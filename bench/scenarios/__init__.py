@@ -41,6 +41,7 @@ Scenario = Callable[[Context], list[Result]]
 def registry() -> dict[str, Scenario]:
     """Scenario name → function, in the order of the report's table."""
     from bench.scenarios import (
+        attrib,
         boot,
         cli,
         drain,
@@ -67,4 +68,5 @@ def registry() -> dict[str, Scenario]:
         "wakeups": wakeups.wakeups,
         "logpump": logpump.logpump,
         "status": cli.status,
+        "attrib": attrib.attrib,
     }

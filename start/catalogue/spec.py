@@ -55,6 +55,7 @@ class ServiceSpec:
     health: HealthSpec  # `after` holds service names (a program's name resolved to its processes)
     source: str  # the file that defined it, for messages
     program: str = ""  # the [program:x] it comes from (differs from `name` with numprocs)
+    transient: bool = False  # added by `podctl run`, never part of a catalogue (start.transient)
     # The pod's secrets this service is not given: removed from its environment and its exec
     # probes', whoever set them (start.catalogue.secrecy decides, start.childenv applies).
     withheld: tuple[str, ...] = ()
