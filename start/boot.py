@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from healthz import libraries
 from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue.cache import files_unchanged
-from start.errors import ConfigError, report_invalid
+from start.errors import ConfigError, ParseFailed, report_invalid
 from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
@@ -159,7 +159,8 @@ class Boot:
             stopping.cancel()
         return not stop_requested.is_set()
 
-    async def after_boot(self, watcher: CatalogueWatcher, loader: Callable[[], Catalogue],
+    async def after_boot(self, watcher: CatalogueWatcher,
+                         loader: Callable[[], Awaitable[Catalogue]],
                          on_change: Callable[[], None]) -> bool:
         """Start the watcher, confirm or cache the catalogue, build the metrics; False when a
         warm boot's cached catalogue no longer parses (the pod must drain and exit 78)."""
@@ -179,7 +180,7 @@ class Boot:
         self.metrics.build()
         return confirmed
 
-    async def confirm_cached(self, loader: Callable[[], Catalogue]) -> bool:
+    async def confirm_cached(self, loader: Callable[[], Awaitable[Catalogue]]) -> bool:
         """Parse the catalogue a warm boot took from the cache.
 
         Files edited since the cache was read are an edit on disk like any other: a reload,
@@ -193,7 +194,10 @@ class Boot:
             await pod.reload()
             return True
         try:
-            fresh = loader()
+            fresh = await loader()  # in a child, as a reload parses: the health port is open
+        except ParseFailed as error:  # no verdict: the cached catalogue, valid once, runs on
+            self.events("reload_failed", reason=error.reason, error=str(error), level="error")
+            return True
         except ConfigError as error:
             self.events("catalogue_invalid", problems=error.problems, level="error")
             report_invalid(error.problems, "stopping what the cached catalogue started")

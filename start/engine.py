@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from start.boot import Boot
 from start.catalogue import Catalogue
-from start.catalogue import load as load_catalogue
 from start.early import kept_signals, kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from start.events import EventLog
@@ -25,6 +24,7 @@ from start.logs import Console
 from start.mounts import run_dir_problem
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
+from start.reparse import IsolatedParser
 from start.service import EngineContext
 from start.settings import Settings
 from start.watch import CatalogueWatcher, Targets, targets_of
@@ -74,6 +74,7 @@ class Engine:
         self.ctx = EngineContext(loop=loop, reaper=self.reaper, console=self.console,
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
+        self.parser = IsolatedParser(self.reaper, settings.reload_limits)
         self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
         self.boot = Boot(loop, self.pod, self.events, cache, warm)
         self.ctx.metrics = self.boot.metrics
@@ -95,10 +96,10 @@ class Engine:
             self.pod.draining = True
         return await self.drain(server, exit_code)
 
-    def reload_catalogue(self) -> Catalogue:
-        settings = self.settings
-        fresh = load_catalogue(settings.catalogue, overlay=settings.overlay,
-                               environ=dict(os.environ))
+    async def reload_catalogue(self) -> Catalogue:
+        """The catalogue parsed again, in a child under limits (start.reparse): the loop goes on
+        answering meanwhile."""
+        fresh = await self.parser.parse(self.settings.catalogue, self.settings.overlay)
         self.boot.keep(fresh)
         if self.watcher is not None:
             self.watcher.follow(self.watched(fresh))  # its includes may match other files now
@@ -204,6 +205,7 @@ class Engine:
     async def drain(self, server: HealthServer | None, exit_code: int) -> int:
         if self.watcher is not None:
             self.watcher.stop()
+        self.parser.kill()  # a reload's parse: its answer would be ignored now
         in_time = await self.pod.drain(self.settings.drain_timeout)
         if server is not None:
             await server.stop()

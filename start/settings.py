@@ -6,8 +6,20 @@ depends on the settings, never on the CLI that makes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+RELOAD_SECONDS = 10.0  # a catalogue of 1000 services parses in ~2 s on a busy core
+RELOAD_MEMORY_MIB = 512  # of address space; that catalogue's parse peaks near 150 MiB
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadLimits:
+    """What a reload's parse may take (start.reparse): CODITECT_RELOAD_TIMEOUT and
+    CODITECT_RELOAD_MEMORY."""
+
+    seconds: float = RELOAD_SECONDS
+    memory_mib: int = RELOAD_MEMORY_MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +35,4 @@ class Settings:
     drain_timeout: float
     log_format: str
     check_only: bool
+    reload_limits: ReloadLimits = field(default_factory=ReloadLimits)
