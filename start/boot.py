@@ -18,11 +18,12 @@ is put off and the moment each piece is done. The timeline:
 4. `wait_boot_over`: every critical service settled (ready, or given up on), or BOOT_LIMIT
    whatever they do; then BOOT_GRACE, so whoever waits for the pod's ready moment is
    answered before the deferred work runs.
-5. `after_boot`: the catalogue watcher starts; then a warm boot's catalogue is parsed again
-   and a difference applied as a reload (`confirm_cached`), or a cold boot's catalogue is
-   written to the cache for the next boot; prometheus-client is imported and the metrics held
-   since the boot (`healthz.metrics_deferred`) are replayed into it. A scrape that comes
-   first builds them at once.
+5. `after_boot`: the catalogue watcher starts; then a warm boot's catalogue is parsed again,
+   in a child as a reload parses (`start.reparse`: the health port is open by now, and the
+   loop must go on answering), and a difference applied as a reload (`confirm_cached`), or a
+   cold boot's catalogue is written to the cache for the next boot; prometheus-client is
+   imported and the metrics held since the boot (`healthz.metrics_deferred`) are replayed
+   into it. A scrape that comes first builds them at once.
 6. RELEASE_MEMORY_AFTER the boot: what the boot built is frozen out of the GC, the heap is
    trimmed and glibc's mmap threshold fixed (`release_boot_memory`).
 7. From then on the heap is trimmed after work only (`HeapTrim`): TRIM_AFTER_WORK after a

@@ -33,8 +33,8 @@ environment (a flag wins over its variable):
   CODITECT_HEALTH_ADDR        health listener HOST:PORT (default 0.0.0.0:8081)
   CODITECT_DRAIN_TIMEOUT      seconds the SIGTERM drain may take (default 25)
   CODITECT_LOG_FORMAT         json | console | auto (default auto: console on a TTY)
-  CODITECT_RELOAD_TIMEOUT     seconds a reload's parse may take (default 10)
-  CODITECT_RELOAD_MEMORY      MiB of memory a reload's parse may use (default 512)
+  CODITECT_RELOAD_TIMEOUT     seconds a reload's parse may take (default 30)
+  CODITECT_RELOAD_MEMORY      MiB of memory a reload's parse may use (default 256)
 
 exit codes:
   0   drained: every child stopped inside the deadline

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-RELOAD_SECONDS = 10.0  # a catalogue of 1000 services parses in ~2 s on a busy core
-RELOAD_MEMORY_MIB = 512  # of address space; that catalogue's parse peaks near 150 MiB
+# What a reload's parse may take. A catalogue of 1000 services parses in ~2 s on one busy core,
+# inside 64 MiB of address space; the limits are there to stop a runaway parse, not a big one.
+RELOAD_SECONDS = 30.0
+RELOAD_MEMORY_MIB = 256
 
 
 @dataclass(frozen=True, slots=True)
