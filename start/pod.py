@@ -164,6 +164,8 @@ class Pod:
             return self._refused(error.problems,
                                  "catalogue rejected, the running pod is unchanged:")
         except ParseFailed as error:
+            if self.draining:  # the drain stopped the parse (Engine.drain)
+                return self._ignored()
             self.ctx.emit("reload_failed", reason=error.reason, error=str(error), level="error")
             return self._refused([str(error)], "reload failed, the running pod is unchanged:")
         if self.draining:  # began while the catalogue was parsed
