@@ -252,3 +252,30 @@ def test_bad_limits_are_a_usage_error(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         last = done.stderr.strip().splitlines()[-1]
         assert f"{name}: {value!r} is not a" in last and "Traceback" not in done.stderr, last
+
+
+def test_long_values_are_refused_before_shlex(tmp_path: Path) -> None:
+    """A 300,000-character word in `environment`, in `[supervisord] environment` (numprocs repeats a
+    program's for each process) or in an exec: probe: one line each, at once, never seconds of
+    shlex."""
+    word = "x" * 300_000  # three of them fit in a file's 1 MiB
+    main = tmp_path / "supervisord.conf"
+    main.write_text(
+        f'[supervisord]\nenvironment=BIG="{word}"\n\n'
+        f'[program:env]\ncommand=/bin/sleep 60\nnumprocs=100\n'
+        f'process_name=%(program_name)s_%(process_num)d\nenvironment=HUGE="{word}"\n\n'
+        f'[program:probed]\ncommand=/bin/sleep 60\n\n'
+        f'[health:probed]\nready=exec:/bin/true {word}\n')
+    began = time.monotonic()
+    done = subprocess.run([PYTHON, "-m", "start", "--check", "--catalogue", str(main)],
+                          capture_output=True, text=True, env={**os.environ,
+                                                               "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT, timeout=60, check=False)
+    assert time.monotonic() - began < 10  # shlex: ~1 s a word, for each process
+    assert done.returncode == 78, done.stderr
+    lines = done.stderr.splitlines()
+    for where in (f"{main}:2: [supervisord] environment: is 300006 characters long",
+                  f"{main}:8: [program:env] environment: is 300007 characters long",
+                  f"{main}:14: [health:probed] ready: the exec: command is 300010 characters"):
+        assert any(line.startswith(f"coditect-start: {where}") for line in lines), (where, lines)
+    assert "Traceback" not in done.stderr
