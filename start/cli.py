@@ -6,7 +6,9 @@ import argparse
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from start.catalogue import load as load_catalogue
 from start.catalogue.cache import CatalogueCache
@@ -19,7 +21,7 @@ from start.errors import (
     ConfigError,
     report_invalid,
 )
-from start.settings import Settings
+from start.settings import RELOAD_MEMORY_MIB, RELOAD_SECONDS, ReloadLimits, Settings
 from start.termination import choose
 from start.termination import write as write_termination_message
 
@@ -36,6 +38,8 @@ environment (a flag wins over its variable):
   CODITECT_TERMINATION_LOG    file for the one-line reason of the exit (default
                               /dev/termination-log when it exists and is writable;
                               empty: none)
+  CODITECT_RELOAD_TIMEOUT     seconds a reload's parse may take (default 30)
+  CODITECT_RELOAD_MEMORY      MiB of memory a reload's parse may use (default 256)
 
 exit codes:
   0   drained: every child stopped inside the deadline
@@ -94,6 +98,11 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
                      "between 0 and 3600")
     if args.log_format not in ("json", "console", "auto"):
         parser.error(f"CODITECT_LOG_FORMAT: {args.log_format!r}; use json, console or auto")
+    limits = ReloadLimits(
+        seconds=_number(parser.error, environ, "CODITECT_RELOAD_TIMEOUT", RELOAD_SECONDS,
+                        "seconds", 3600),
+        memory_mib=int(_number(parser.error, environ, "CODITECT_RELOAD_MEMORY",
+                               RELOAD_MEMORY_MIB, "MiB", 1 << 20)))
     return Settings(
         catalogue=args.catalogue or default_catalogue(),
         overlay=args.overlay,
@@ -105,7 +114,24 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
         log_format=args.log_format,
         check_only=args.check,
         termination_log=choose(args.termination_log),
+        reload_limits=limits,
     )
+
+
+def _number(error: Callable[[str], NoReturn], environ: dict[str, str], name: str,
+            default: float, unit: str, largest: int) -> float:
+    """A positive number from the environment variable `name`, or `default` when unset."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text) if unit == "seconds" else int(text)
+        if not 0 < value <= largest:
+            raise ValueError
+    except ValueError:
+        whole = "" if unit == "seconds" else "whole "
+        error(f"{name}: {text!r} is not a {whole}number of {unit} between 0 and {largest}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:

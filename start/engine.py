@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from start.boot import Boot
 from start.catalogue import Catalogue
-from start.catalogue import load as load_catalogue
 from start.early import kept_signals, kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
 from start.events import EventLog
@@ -27,6 +26,7 @@ from start.mounts import run_dir_problem
 from start.notify import SOCKET_NAME, NotifySocket
 from start.pod import Pod
 from start.reaper import Reaper, become_subreaper
+from start.reparse import IsolatedParser
 from start.service import EngineContext
 from start.settings import Settings
 from start.termination import after_drain, cause_at_signal
@@ -78,6 +78,7 @@ class Engine:
         self.ctx = EngineContext(loop=loop, reaper=self.reaper, console=self.console,
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
+        self.parser = IsolatedParser(self.reaper, settings.reload_limits)
         self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
         self.notify = NotifySocket(loop, settings.run_dir / SOCKET_NAME, self.pod.on_notify,
                                    self.events, time.monotonic)
@@ -105,10 +106,10 @@ class Engine:
             self.pod.draining = True
         return await self.drain(server, exit_code)
 
-    def reload_catalogue(self) -> Catalogue:
-        settings = self.settings
-        fresh = load_catalogue(settings.catalogue, overlay=settings.overlay,
-                               environ=dict(os.environ))
+    async def reload_catalogue(self) -> Catalogue:
+        """The catalogue parsed again, in a child under limits (start.reparse): the loop goes on
+        answering meanwhile."""
+        fresh = await self.parser.parse(self.settings.catalogue, self.settings.overlay)
         self.boot.keep(fresh)
         if self.watcher is not None:
             self.watcher.follow(self.watched(fresh))  # its includes may match other files now
@@ -222,6 +223,7 @@ class Engine:
     async def drain(self, server: HealthServer | None, exit_code: int) -> int:
         if self.watcher is not None:
             self.watcher.stop()
+        self.parser.kill()  # a reload's parse: its answer would be ignored now
         in_time = await self.pod.drain(self.settings.drain_timeout)
         self.notify.close()
         if server is not None:

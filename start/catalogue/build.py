@@ -148,6 +148,8 @@ class _Builder:
         raw = self.parser.get("supervisord", "environment", fallback="")
         try:
             text = program_.expand(raw, {**expansions, "here": self.here})
+            if (too_long := program_.value_too_long("environment", text)) is not None:
+                raise ValueError(too_long)
             pairs = program_.key_value_pairs(text)
         except ValueError as error:
             self.problem(self.place("supervisord", "environment"), program_.one_line(error))

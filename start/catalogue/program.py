@@ -19,9 +19,14 @@ from typing import Any
 import supervisor.datatypes as d
 from supervisor.options import ServerOptions, UnhosedConfigParser
 
+from healthz.probe_spec import MAX_COMMAND_CHARS, command_too_long
 from healthz.spelling import did_you_mean
 
 MAX_NUMPROCS = 1000
+# Every value, once expanded, is refused past this before supervisor converts it: supervisor
+# splits `command` and `environment` with shlex, whose time grows with the square of a word's
+# length (a 1 MiB command took 12 s, and numprocs repeats it for each process).
+MAX_VALUE_CHARS = MAX_COMMAND_CHARS
 
 # Every key supervisord 4 reads in [program:x]; anything else is a typo it would ignore.
 PROGRAM_KEYS = frozenset({
@@ -165,6 +170,9 @@ def read_program(parser: Any, section: str, group: str, names: dict[str, object]
                 values[key] = converters[key](raw[key])
                 continue
             text = expand(raw[key], names)
+            if (too_long := value_too_long(key, text)) is not None:
+                result.problems.append((key, too_long))
+                continue
             if key == "environment":
                 for name, value in key_value_pairs(text).items():
                     names[f"ENV_{name}"] = value
@@ -186,6 +194,16 @@ def read_program(parser: Any, section: str, group: str, names: dict[str, object]
     if result.problems or skip:
         return result
     return _build(parser, section, group, values, names, configfile, result)
+
+
+def value_too_long(key: str, text: str) -> str | None:
+    """Why a value is refused before supervisor converts it (None when it is not)."""
+    if key == "command":
+        return command_too_long(text)
+    if len(text) <= MAX_VALUE_CHARS:
+        return None
+    return (f"is {len(text)} characters long, more than {MAX_VALUE_CHARS}; no value "
+            "needs to be this long")
 
 
 def _check_ranges(values: dict[str, object], raw: dict[str, str], result: Program) -> None:
