@@ -24,6 +24,7 @@ from start.fdlimit import raise_own_limit
 from start.logs import Console
 from start.mounts import run_dir_problem
 from start.pod import Pod
+from start.podcheck import CatalogueChecker
 from start.reaper import Reaper, become_subreaper
 from start.service import EngineContext
 from start.settings import Settings
@@ -74,7 +75,9 @@ class Engine:
         self.ctx = EngineContext(loop=loop, reaper=self.reaper, console=self.console,
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
-        self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
+        self.checker = CatalogueChecker(settings, self.reaper)
+        self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue,
+                       checker=self.checker.check)
         self.boot = Boot(loop, self.pod, self.events, cache, warm)
         self.ctx.metrics = self.boot.metrics
         self.console.on_drop = self.boot.metrics.count_dropped_log_lines
