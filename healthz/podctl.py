@@ -241,9 +241,11 @@ def cmd_validate(ctx: Context) -> int:
     if ctx.args.dir is None:
         try:
             answer = ctx.client(CHECK_TIMEOUT).call("GET", "/v1/check")
-        except PodUnreachable as exc:
-            ctx.err.write(f"podctl: no pod to ask ({exc.message}); checking the catalogue here, "
-                          "with this shell's environment and CODITECT_CATALOGUE(_OVERLAY)\n")
+        except PodctlError as exc:
+            # No pod, or one that cannot check (an older engine, shutting down): here, said.
+            why = "no pod to ask" if isinstance(exc, PodUnreachable) else "the pod cannot check"
+            ctx.err.write(f"podctl: {why} ({exc.message}); checking the catalogue here, with "
+                          "this shell's environment and CODITECT_CATALOGUE(_OVERLAY)\n")
         else:
             return said_by_pod(ctx, answer)
     return validate_here(ctx)
