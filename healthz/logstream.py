@@ -105,6 +105,7 @@ class LogStream:
                 data, pause = follower.look()
                 if data:
                     await response.write(data)
+                    await asyncio.sleep(0)  # a fast reader of a long log: let the loop breathe
                 if pause:
                     if request.transport is None or request.transport.is_closing():
                         return  # the client left while the file was quiet
@@ -125,5 +126,6 @@ async def _copy(log: BinaryIO, start: int, end: int, response: web.StreamRespons
             break
         start += len(block)
         await response.write(block)
+        await asyncio.sleep(0)  # between blocks, the pod's probes and pumps come first
         last = block
     return last
