@@ -43,8 +43,8 @@ environment (a flag wins over its variable):
 
 exit codes:
   0   drained: every child stopped inside the deadline
-  1   runtime failure (.coditect unusable, health port taken), or the drain
-      deadline had to SIGKILL what was left
+  1   runtime failure (.coditect unusable, health port taken, another pod on the
+      run directory), or the drain deadline had to SIGKILL what was left
   2   usage error
   78  invalid catalogue: nothing was started
 """

@@ -25,6 +25,7 @@ from start.logs import Console
 from start.mounts import run_dir_problem
 from start.notify import SOCKET_NAME, NotifySocket
 from start.pod import Pod
+from start.podcheck import CatalogueChecker
 from start.reaper import Reaper, become_subreaper
 from start.reparse import IsolatedParser
 from start.service import EngineContext
@@ -79,7 +80,9 @@ class Engine:
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
         self.parser = IsolatedParser(self.reaper, settings.reload_limits)
-        self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
+        self.checker = CatalogueChecker(settings, self.reaper)
+        self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue,
+                       checker=self.checker.check)
         self.notify = NotifySocket(loop, settings.run_dir / SOCKET_NAME, self.pod.on_notify,
                                    self.events, time.monotonic)
         self.boot = Boot(loop, self.pod, self.events, cache, warm)

@@ -13,7 +13,15 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from healthz.model import PodSnapshot, RunRefused, RunRequest, State, UnknownService, VerbFailed
+from healthz.model import (
+    CatalogueCheck,
+    PodSnapshot,
+    RunRefused,
+    RunRequest,
+    State,
+    UnknownService,
+    VerbFailed,
+)
 from start import homecheck
 from start.catalogue import Catalogue
 from start.errors import ConfigError, ParseFailed
@@ -33,10 +41,12 @@ class Pod:
         catalogue: Catalogue,
         ctx: EngineContext,
         loader: Loader | None = None,
+        checker: Callable[[], Awaitable[CatalogueCheck]] | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.ctx = ctx
         self.loader = loader
+        self.checker = checker
         self.services = ctx.services
         for spec in catalogue.services:
             self.services[spec.name] = Service(spec, ctx)
@@ -93,6 +103,16 @@ class Pod:
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()
+
+    async def check_catalogue(self) -> CatalogueCheck:
+        if self.checker is None:
+            return CatalogueCheck(valid=False, ran=False, summary="no check",
+                                  problems=("this pod was started without a catalogue to "
+                                            "check",))
+        return await self.checker()
+
+    def log_path(self, name: str) -> str:
+        return str(self.ctx.logs_dir / f"{name}.log")
 
     def _get(self, name: str) -> Service:
         service = self.services.get(name)

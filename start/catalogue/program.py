@@ -119,17 +119,43 @@ def _converters() -> dict[str, Callable[[str], object]]:
         "exitcodes": d.list_of_exitcodes, "user": d.name_to_uid, "umask": d.octal_type,
         "process_name": d.process_or_group_name,
     }
-    for key in ("priority", "startsecs", "startretries", "stopwaitsecs", "numprocs",
-                "numprocs_start", "stdout_logfile_backups", "stderr_logfile_backups"):
-        table[key] = d.integer
+    for key in ("priority", "startretries", "numprocs", "numprocs_start",
+                "stdout_logfile_backups", "stderr_logfile_backups"):
+        table[key] = _whole_number("a whole number")
+    for key in ("startsecs", "stopwaitsecs"):
+        table[key] = _whole_number("a whole number of seconds")
     for key in ("autostart", "stopasgroup", "killasgroup", "redirect_stderr",
                 "stdout_events_enabled", "stderr_events_enabled", "stdout_syslog",
                 "stderr_syslog"):
         table[key] = d.boolean
     for key in ("stdout_logfile_maxbytes", "stderr_logfile_maxbytes", "stdout_capture_maxbytes",
                 "stderr_capture_maxbytes"):
-        table[key] = d.byte_size
+        table[key] = _byte_size
     return table
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole_number(expected: str) -> Callable[[str], object]:
+    """supervisor's `integer`, with a message that says what the key takes: its own is
+    Python's ("invalid literal for int() with base 10"), about code rather than the file."""
+
+    def convert(text: str) -> object:
+        if not _INTEGER.fullmatch(text.strip()):
+            raise ValueError(f"expected {expected}, got {text.strip()!r}")
+        return d.integer(text.strip())
+
+    return convert
+
+
+def _byte_size(text: str) -> object:
+    """supervisor's `byte_size` (`1024`, `50MB`, `1GB`), with a message that names the unit."""
+    try:
+        return d.byte_size(text)
+    except ValueError:
+        raise ValueError(f"expected a size in bytes such as 1024, 50KB, 50MB or 1GB, got "
+                         f"{text.strip()!r}") from None
 
 
 @dataclass(slots=True)
