@@ -5,6 +5,12 @@ one timestamp. Its JSON copy is made with C-level bytes operations over the whol
 `replace` per kind of character that needs escaping, then one that turns every newline into the
 end of one object and the start of the next), never a Python step per line. The output is byte
 for byte what json's own string encoder (`ensure_ascii=False`) gives line by line.
+
+A line that is itself a JSON object (a child that logs JSON, such as our file monitor) is
+embedded as an object under `json`, its `message` the object's own message (`message`, `msg`
+or `event`) or else the line as it is (docs/EVENTS.md, "One stream"). Only a chunk with a line
+that starts with `{` takes that path, a line at a time; the search for one is a single C-level
+scan, so plain text keeps the fast path.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ ESCAPES: tuple[tuple[bytes, bytes], ...] = tuple(
     (char.encode(), encode_basestring(char)[1:-1].encode())
     for char in ["\\", '"', *(chr(c) for c in range(0x20) if c != 0x0A)])
 _ESCAPED = b"".join(raw for raw, _ in ESCAPES)
+# A longer line stays a string: parsing and re-encoding it would cost the pump more than the
+# object is worth to a reader, and a line cut into pieces (MAX_PARTIAL_LINE) is no object.
+EMBED_MAX = 16 << 10
+# The keys whose string value a JSON-logging child means as its line's text, in that order.
+MESSAGE_KEYS = ("message", "msg", "event")
 # Below this many bytes one translate() pass finds an escapable byte soonest; above it one
 # memchr per escapable byte does (~2x faster per byte, but ~0.1 us more per call).
 _SCAN_BY_BYTE = 32 << 10
@@ -85,8 +96,47 @@ def encode(head: bytes, chunk: bytes) -> tuple[bytes, int]:
     Returns `objects` and a length: `head + objects[:length]` is the output, one object a line.
     The newline of the last line turns into the start of one more object, cut off by `length`:
     that spares copying the whole output again to remove it (the console writes a memoryview)."""
+    if chunk.startswith(b"{") or b"\n{" in chunk:
+        return _encode_lines(head, chunk)
     body = escaped(chunk)
     if not body.endswith(b"\n"):
         body += b"\n"
     objects = body.replace(b"\n", b'"}\n' + head)
     return objects, len(objects) - len(head)
+
+
+def _encode_lines(head: bytes, chunk: bytes) -> tuple[bytes, int]:
+    """`encode`'s result a line at a time, for a chunk where some line may be a JSON object."""
+    lines = chunk.split(b"\n")
+    if chunk.endswith(b"\n"):
+        lines.pop()
+    out = []
+    for line in lines:
+        embedded = _embedded(line) if line.startswith(b"{") else None
+        if embedded is None:
+            out.append(head + escaped(line) + b'"}\n')
+        else:
+            message, obj = embedded
+            out.append(head + message + b'", "json": ' + obj + b"}\n")
+    objects = b"".join(out)[len(head):]
+    return objects, len(objects)
+
+
+def _embedded(line: bytes) -> tuple[bytes, bytes] | None:
+    """(the message's JSON text, the object re-encoded) for a line that is a JSON object; None
+    for any other line (too long, invalid, not an object, NaN or Infinity, too deep, lone
+    surrogates), which then stays a string like every other line."""
+    if len(line) > EMBED_MAX:
+        return None
+    try:
+        parsed = json.loads(line)
+        if not isinstance(parsed, dict):
+            return None
+        # allow_nan=False: NaN and 1e999 parse, but are not JSON that a collector can read.
+        obj = json.dumps(parsed, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, RecursionError, UnicodeError):
+        return None
+    said = next((parsed[key] for key in MESSAGE_KEYS if isinstance(parsed.get(key), str)), None)
+    message = escaped(line) if said is None else encode_basestring(said)[1:-1].encode(
+        "utf-8", "replace")
+    return message, obj
