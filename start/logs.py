@@ -28,6 +28,7 @@ CHUNK = 1 << 16
 MAX_PARTIAL_LINE = 1 << 16  # a "line" longer than this is written in pieces
 CONSOLE_BUFFER_BYTES = 4 << 20
 IOV_MAX = 1024  # buffers one writev(2) takes (Linux)
+CATCH_UP_READS = 16  # 1 MiB, a full pipe (start.process asks for that size)
 
 COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
@@ -400,6 +401,27 @@ class Pump:
             self.loop.remove_reader(self.fd)
             self._gathering = self.loop.call_at(now + self.GATHER, self._gathered)
         self._last_read = now
+        self._take(data)
+
+    def catch_up(self, reads: int = CATCH_UP_READS) -> None:
+        """Read what the pipe holds now, at once: its writer exited, and the lines it wrote
+        before come before the engine's `exited` on stdout. Bounded: a grandchild that keeps
+        the pipe open and writes on is read as usual."""
+        for _ in range(reads):
+            if self.closed.done():
+                return
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._finish()
+                return
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
         buffer = self.partial + data
         end = buffer.rfind(b"\n") + 1
         if end == 0 and len(buffer) < MAX_PARTIAL_LINE:

@@ -1,0 +1,128 @@
+"""One log stream: the engine's events and the children's lines leave stdout in the order they
+happened, with one schema (docs/EVENTS.md, "One stream"), in JSON and on a person's console."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from start.events import EventLog
+from start.logs import Console
+from tests.support import RunningPod, write_catalogue
+
+CHILD_KEYS = {"ts", "service", "stream", "pid", "message"}
+EVENT_KEYS = CHILD_KEYS | {"level", "event", "logger"}
+
+
+@contextmanager
+def _stdout(fmt: str) -> Iterator[tuple[Console, list[bytes]]]:
+    """A Console on a real pipe; what it wrote is in the list once the block ends."""
+    read_end, write_end = os.pipe()
+    written: list[bytes] = []
+    try:
+        yield Console(write_end, fmt=fmt), written
+        os.close(write_end)
+        write_end = -1
+        data = b""
+        while part := os.read(read_end, 65536):
+            data += part
+        written += data.split(b"\n")[:-1]
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_events_held_at_boot_keep_their_place_before_later_child_lines() -> None:
+    """Before structlog is loaded an event is held; a child's line read after it still comes
+    after it on stdout, and the lines of both kinds are in the order of their `ts`."""
+    with _stdout("json") as (console, written):
+        events = EventLog(console)
+        events("spawned", service="talker", pid=42)
+        console.child_lines("talker", "stdout", 42, b"hello\n")
+        events("ready", service="talker")
+        console.child_lines("talker", "stderr", 42, b"warming up\n")
+        assert not written  # nothing leaves before the held events can be written
+        events.configure()
+        events("exited", service="talker", pid=42, status="exit 0", ran_seconds=0.1)
+    records = [json.loads(line) for line in written]
+    assert [(r.get("event"), r["message"]) for r in records] == [
+        ("spawned", "spawned talker pid=42"), (None, "hello"), ("ready", "ready talker"),
+        (None, "warming up"),
+        ("exited", 'exited talker pid=42 status="exit 0" ran_seconds=0.1')]
+    assert [r["ts"] for r in records] == sorted(r["ts"] for r in records)
+
+
+def test_an_event_has_the_keys_of_a_child_line_and_its_own() -> None:
+    """`ts`, `service`, `stream`, `pid`, `message` on every line, in that order; an event adds
+    `level`, `event`, its fields and `logger`. The pod's own events are the engine's."""
+    with _stdout("json") as (console, written):
+        events = EventLog(console)
+        events.configure()
+        events("spawned", service="talker", pid=42)
+        events("backoff", service="talker", delay_seconds=0.5, reason="exit 1")
+        events("draining", timeout_seconds=25.0)
+        console.child_lines("talker", "stdout", 42, b"hello\n")
+    spawned, backoff, draining, child = (json.loads(line) for line in written)
+    assert list(spawned)[:5] == list(child) == ["ts", "service", "stream", "pid", "message"]
+    assert set(spawned) == EVENT_KEYS and set(child) == CHILD_KEYS
+    assert (spawned["service"], spawned["stream"], spawned["pid"]) == ("talker", "event", 42)
+    assert (spawned["level"], spawned["event"], spawned["logger"]) == (
+        "info", "spawned", "coditect-start")
+    assert backoff["pid"] is None  # about a service, no one process
+    assert backoff["message"] == 'backoff talker delay_seconds=0.5 reason="exit 1"'
+    assert (draining["service"], draining["pid"]) == ("coditect-start", os.getpid())
+    assert draining["message"] == "draining timeout_seconds=25.0"
+
+
+def test_the_console_format_stays_readable() -> None:
+    """On a person's console an event is structlog's one coloured line, not JSON, and a
+    child's line has its `name |` prefix; held events come first there too."""
+    with _stdout("console") as (console, written):
+        events = EventLog(console)
+        events("spawned", service="talker", pid=42)
+        console.child_lines("talker", "stdout", 42, b"hello\n")
+        events.configure()
+    spawned, child = (line.decode() for line in written)
+    assert "spawned" in spawned and "talker" in spawned and not spawned.startswith("{")
+    assert "stream" not in spawned  # the JSON schema's keys are for machines
+    assert "talker" in child and "|" in child and child.endswith(" hello")
+
+
+def _stdout_of(pod: RunningPod) -> list[dict[str, Any]]:
+    with pod._lock:
+        return list(pod.lines)
+
+
+def test_the_engine_writes_its_events_and_a_childs_lines_in_order(tmp_path: Path) -> None:
+    """A real engine: the child prints at once, while the engine still holds its events (boot);
+    its `spawned` comes first all the same, every line's `ts` in order, each kind with its
+    keys, and a child's JSON line embedded as an object."""
+    said = json.dumps({"level": "info", "message": "watching", "root": "/workspace"})
+    script = tmp_path / "talker.py"
+    script.write_text(f"print('hello')\nprint({said!r}, flush=True)\n")
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "talker": {"command": f"{sys.executable} {script}", "startsecs": "0",
+                   "autorestart": "false"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("exited", service="talker", timeout=20)
+        pod.wait_event("health_libraries_imported", timeout=20)
+        lines = _stdout_of(pod)
+        talker = [line for line in lines if line["service"] == "talker"]
+        seen = [t.get("event") or t["message"] for t in talker
+                if t.get("event") in (None, "spawned", "exited")]  # `ready` may come anywhere
+        assert seen == ["spawned", "hello", "watching", "exited"]
+        assert talker[0]["message"] == f"spawned talker pid={talker[0]['pid']}"
+        assert next(t for t in talker if t["message"] == "watching")["json"] == json.loads(said)
+        assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)
+        assert all(set(line) >= EVENT_KEYS for line in lines if line["stream"] == "event")
+        assert all(set(line) - {"json"} == CHILD_KEYS
+                   for line in lines if line["stream"] != "event")
+    finally:
+        pod.stop()
