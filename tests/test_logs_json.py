@@ -189,7 +189,7 @@ JSON_VALUES = st.recursive(
 
 @given(objects=st.lists(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=6),
                         max_size=5), plain=DATA)
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 def test_any_json_object_line_is_embedded_as_it_was(objects: list[dict[str, Any]],
                                                     plain: bytes) -> None:
     """Any object (any keys, nesting, text; no lone surrogate, which hypothesis's text never
