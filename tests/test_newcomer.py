@@ -1,5 +1,6 @@
 """The newcomer's path, as the README tells it: a fresh clone, `make demo` running the pod, the
-README's "while it runs" commands answering as quoted, and Ctrl-C draining it with exit 0.
+README's "while it runs" commands answering as quoted, and Ctrl-C (SIGINT to its process
+group) draining it: the pod exits 0 and leaves nothing behind.
 
 Offline, as every test: the clone's `.venv` is made before `make demo` from the wheelhouse
 scripts/bootstrap keeps outside the checkout (the package's dependencies and its build
@@ -45,7 +46,7 @@ def readme_commands() -> list[str]:
     text = (ROOT / "README.md").read_text()
     block = text.split("While it runs, from another shell:", 1)[1].split("```sh\n", 1)[1]
     block = block.split("```", 1)[0]
-    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+    return [line.split(" #", 1)[0].strip() for line in block.splitlines() if line.strip()]
 
 
 def test_readme_states_the_newcomer_path() -> None:
@@ -117,6 +118,14 @@ def _in_pod_network(make: subprocess.Popen[bytes], command: str, clone: Path,
                           timeout=COMMAND_DEADLINE, check=False)
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _events(log: Path) -> list[dict[str, object]]:
     found = []
     for line in log.read_bytes().splitlines():
@@ -156,7 +165,9 @@ def test_a_fresh_clone_runs_the_demo_as_the_readme_says() -> None:
             assert "[+]theia ok" in readyz.stdout
             health = _in_pod_network(make, commands[1], clone, env)
             assert health.returncode == 0, health.stderr
-            assert json.loads(health.stdout)["status"] == "pass"
+            # 200 as the README's `curl -sf` needs: `warn` while the non-critical file
+            # monitor is still starting, `fail` would be a 503.
+            assert json.loads(health.stdout)["status"] in ("pass", "warn")
             status = _in_pod_network(make, commands[2], clone, env)
             assert status.returncode == 0, status.stdout + status.stderr
             assert all(name in status.stdout for name in ("theia", "nginx", "codi2"))
@@ -167,6 +178,10 @@ def test_a_fresh_clone_runs_the_demo_as_the_readme_says() -> None:
             exits = [e for e in events if e.get("event") == "exit"]
             assert [e.get("code") for e in exits] == [0], log.read_text(errors="replace")[-3000:]
             assert [e.get("in_time") for e in events if e.get("event") == "drained"] == [True]
-            assert make.returncode in (0, 130, -signal.SIGINT), make.returncode
+            # make itself got the SIGINT too and dies of it, as make does: without a terminal
+            # there is no foreground group for scripts/foreground to give the pod alone (at a
+            # terminal make exits with the pod's 0: tests/test_make_demo.py).
+            assert make.returncode == -signal.SIGINT, make.returncode
+            assert not _group_alive(make.pid)
     finally:
         shutil.rmtree(base, ignore_errors=True)
