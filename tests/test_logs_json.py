@@ -160,18 +160,30 @@ def test_a_line_that_is_a_json_object_is_embedded_under_json() -> None:
                for r in records)
 
 
+def test_an_object_is_embedded_as_its_own_text() -> None:
+    """Not parsed and written again: what JSON allows and Python would write otherwise (a
+    number beyond a float, a lone surrogate's escape, key order, spacing) is kept, and the
+    line's own whitespace around it ("\r" of a CRLF line) is not."""
+    line = b'{"big": 1e999, "s": "\\ud800", "b": 1,"a": [ ]}'
+    objects, length = encode(HEAD, line + b"\r\n")
+    assert (HEAD + objects[:length]).endswith(b'"json": ' + line + b"}\n")
+    [record] = _records(line + b"\r\n")
+    assert record["json"]["big"] == float("inf") and record["json"]["s"] == "\ud800"
+    assert record["message"] == line.decode() + "\r"
+
+
 @pytest.mark.parametrize("line", [
     b"{" + b'"k": "' + b"x" * EMBED_MAX + b'"}',  # huge
     b'{"k": 1',  # cut short
     b"{not json}",
-    b'{"k": NaN}',
-    b'{"k": 1e999}',  # parses as infinity: not JSON once written back
-    b'{"k": "\\ud800"}',  # a lone surrogate cannot be UTF-8
+    b'{"k": NaN}',  # Python reads it; JSON has no NaN
+    b'{"k": -Infinity}',
     b'{"k": "\xff"}',  # invalid UTF-8
+    b'{"k": "raw\ttab"}',  # a control character inside a string
     b"{" * 20_000,  # too long, and too deep to parse
-    b'{"a": ' * 3000 + b"1" + b"}" * 3000,  # too deep to parse
+    b'{"a": ' * 1500 + b"1" + b"}" * 1500,  # short enough, too deep to parse
     b'{"k": 1} trailing',
-], ids=["huge", "cut", "invalid", "nan", "infinity", "surrogate", "bad-utf8", "braces",
+], ids=["huge", "cut", "invalid", "nan", "infinity", "bad-utf8", "control", "braces",
         "deep", "trailing"])
 def test_a_huge_or_invalid_json_line_stays_a_string(line: bytes) -> None:
     """Whatever looks like an object but is not one a collector could read stays the line."""
