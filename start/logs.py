@@ -69,6 +69,9 @@ class Console:
         os.set_blocking(self.fd, False)
 
     def detach(self) -> None:
+        if self._slots:  # events never written (the engine failed before structlog came)
+            self._pending = deque(b for b in self._pending if not isinstance(b, Slot))
+            self._slots = 0
         self.flush(block=True)
         if self._loop is not None:
             if self._writer_armed:
