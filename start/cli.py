@@ -41,6 +41,8 @@ environment (a flag wins over its variable):
   CODITECT_RELOAD_TIMEOUT     seconds a reload's parse may take (default 30)
   CODITECT_RELOAD_MEMORY      MiB of memory a reload's parse may use (default 256)
 
+the catalogue's keys and sections: coditect-start --help-catalogue
+
 exit codes:
   0   drained: every child stopped inside the deadline
   1   runtime failure (.coditect unusable, health port taken, another pod on the
@@ -58,6 +60,17 @@ def default_catalogue() -> Path:
     return Path(__file__).resolve().parent.parent / "supervisor"
 
 
+class _CatalogueReference(argparse.Action):
+    """`--help-catalogue`: the catalogue's reference, shipped in the package (start.reference)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from start.reference import catalogue_reference
+
+        sys.stdout.write(catalogue_reference())
+        parser.exit()
+
+
 def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
     parser = argparse.ArgumentParser(
         prog="coditect-start",
@@ -67,27 +80,44 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     env = environ.get
+    catalogue = default_catalogue()
     parser.add_argument("--catalogue", type=Path, default=env("CODITECT_CATALOGUE"),
-                        metavar="DIR", help="catalogue directory or supervisord.conf")
+                        metavar="DIR", help="catalogue directory (supervisord.conf + conf.d/) "
+                        "or a supervisord.conf; default: the production catalogue installed "
+                        f"with this package, {catalogue}")
     parser.add_argument("--overlay", type=Path, default=env("CODITECT_CATALOGUE_OVERLAY"),
-                        metavar="FILE", help="sections whose keys replace the catalogue's")
+                        metavar="FILE", help="a file whose sections replace keys of the "
+                        "catalogue's or add services (the demo's stand-ins); default: none")
     parser.add_argument("--home", type=Path, default=env("CODITECT_HOME", "/app/.coditect"),
-                        metavar="DIR")
+                        metavar="DIR", help="the persistent .coditect state directory: "
+                        "logs/<service>.log, settings.json, … (default: /app/.coditect)")
     parser.add_argument("--template", type=Path, default=env("CODITECT_TEMPLATE"),
-                        metavar="DIR")
+                        metavar="DIR", help="the image's copy of .coditect: what is missing "
+                        "from --home is seeded from it on every boot, a user's file never "
+                        "overwritten; default: none, nothing seeded")
     parser.add_argument("--run-dir", type=Path, default=env("CODITECT_RUN", "/run/coditect"),
-                        metavar="DIR")
+                        metavar="DIR", help="runtime files: podctl's control socket "
+                        "podctl.sock and the catalogue cache of a warm boot "
+                        "(default: /run/coditect)")
     parser.add_argument("--health-addr", default=env("CODITECT_HEALTH_ADDR", "0.0.0.0:8081"),
-                        metavar="HOST:PORT")
+                        metavar="HOST:PORT", help="where the probes and /metrics are served "
+                        "(default: 0.0.0.0:8081; port 0 picks a free one)")
     parser.add_argument("--drain-timeout", default=env("CODITECT_DRAIN_TIMEOUT", "25"),
-                        metavar="SECONDS")
+                        metavar="SECONDS", help="how long the drain after SIGTERM may take "
+                        "before what is left is SIGKILLed; keep it below the pod's "
+                        "terminationGracePeriodSeconds (default: 25)")
     parser.add_argument("--log-format", choices=("json", "console", "auto"),
-                        default=env("CODITECT_LOG_FORMAT", "auto"))
+                        default=env("CODITECT_LOG_FORMAT", "auto"),
+                        help="stdout: one JSON object a line, or coloured lines for a person; "
+                        "auto: console on a TTY, else json (default: auto)")
     parser.add_argument("--termination-log", default=env("CODITECT_TERMINATION_LOG"),
                         metavar="PATH", help="write why the pod exited here, one line "
-                        "(Kubernetes' terminationMessagePath)")
+                        "(Kubernetes' terminationMessagePath; default: /dev/termination-log "
+                        "when it exists and is writable, '' for none)")
     parser.add_argument("--check", action="store_true",
                         help="validate the catalogue and exit (0 valid, 78 invalid)")
+    parser.add_argument("--help-catalogue", action=_CatalogueReference, nargs=0,
+                        help="print the catalogue's reference (its sections and keys) and exit")
     args = parser.parse_args(argv)
     try:
         drain_timeout = float(args.drain_timeout)
@@ -104,7 +134,7 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
         memory_mib=int(_number(parser.error, environ, "CODITECT_RELOAD_MEMORY",
                                RELOAD_MEMORY_MIB, "MiB", 1 << 20)))
     return Settings(
-        catalogue=args.catalogue or default_catalogue(),
+        catalogue=args.catalogue or catalogue,
         overlay=args.overlay,
         home=args.home,
         template=args.template,

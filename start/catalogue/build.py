@@ -219,7 +219,7 @@ class _Builder:
             self.problem(self.place(section, key), message)
         if built.no_effect:
             self.note(self.place(section), f"{', '.join(built.no_effect)}: accepted for "
-                      "supervisord's sake, no effect here (docs/CATALOGUE.md)")
+                      "supervisord's sake, no effect here (coditect-start --help-catalogue)")
         if not built.configs and not built.problems and not skip:
             self.note(self.place(section, "numprocs"), "0: starts no process")
         if not built.configs:
