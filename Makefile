@@ -1,5 +1,5 @@
 # The same commands for people and for CI. `make demo` runs the pod; `make test` runs every test.
-.PHONY: demo test e2e theia lint bench bench-quick soak bootstrap clean image image-test clean-image
+.PHONY: demo test test-fast e2e theia lint bench bench-quick soak bootstrap clean image image-test clean-image
 
 bootstrap:
 	scripts/bootstrap
@@ -22,6 +22,12 @@ e2e: bootstrap theia
 # offline) so that tests/test_image.py can run it.
 test: bootstrap image
 	scripts/test
+
+# The edit-test loop: ruff and the unit tests (tests/conftest.py's FAST_FILES; no pod, PID 1,
+# soak, bench, image or end-to-end test), under a minute on 2 cores. `make test` before a push.
+test-fast: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/pytest -q -m fast -p no:cacheprovider $(PYTEST_ARGS)
 
 # The pod image with podman, from Debian's packages and PyPI only (deploy/README.md).
 image:

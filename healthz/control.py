@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from healthz.digits import ASCII_ONLY, foreign_digits, is_ascii_number
 from healthz.kube import liveness_checks, readiness_checks
+from healthz.logstream import MAX_LINES, LogStream
 from healthz.model import Pod, RunRefused, ServiceSnapshot, UnknownService, VerbFailed
 from healthz.names import is_service_name
 from healthz.proctree import ProcessTree
@@ -78,12 +79,16 @@ def parse_signal(text: str) -> signal.Signals:
 
 
 def _wait_flag(request: web.Request) -> bool:
-    value = request.query.get("wait", "1").lower()
+    return _flag(request, "wait", default=True)
+
+
+def _flag(request: web.Request, key: str, *, default: bool) -> bool:
+    value = request.query.get(key, "1" if default else "0").lower()
     if value in ("1", "true", "yes", ""):
         return True
     if value in ("0", "false", "no"):
         return False
-    raise ControlError(400, f"wait must be 0 or 1, not {value!r}")
+    raise ControlError(400, f"{key} must be 0 or 1, not {value!r}")
 
 
 class ControlRoutes:
@@ -96,6 +101,7 @@ class ControlRoutes:
         # Verbs in flight: kept referenced (asyncio holds tasks weakly) and cancelled when the
         # listener closes, so none outlives the loop unnoticed.
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = asyncio.Event()  # set on shutdown: log streams that follow end
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/status", self.status)
@@ -104,6 +110,8 @@ class ControlRoutes:
             app.router.add_post(f"/v1/services/{{name}}/{verb}", self.service_verb)
         app.router.add_post("/v1/reload", self.reload)
         app.router.add_post("/v1/run", self.run)
+        app.router.add_get("/v1/check", self.check)
+        app.router.add_get("/v1/logs/{name}", self.logs)
         # On shutdown, before aiohttp waits for handlers: a waiting request then answers at
         # once instead of holding the pod's exit for the whole shutdown timeout.
         app.on_shutdown.append(self._cancel_in_flight)
@@ -209,6 +217,47 @@ class ControlRoutes:
         return web.json_response({"ok": ok, "message": message,
                                   "service": self._status_of(run.name)})
 
+    async def check(self, request: web.Request) -> web.Response:
+        """The engine's check of the catalogue the pod runs from: findings only."""
+        found = await self._outcome(self._spawn(self._pod.check_catalogue(), "check",
+                                                detached=False))
+        return web.json_response({
+            "valid": found.valid,
+            "ran": found.ran,
+            "problems": list(found.problems),
+            "warnings": list(found.warnings),
+            "notes": list(found.notes),
+            "summary": found.summary,
+            "catalogue": found.catalogue,
+            "overlay": found.overlay,
+        })
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        """A service's log file, read by the pod: the last `lines` (default 10), then with
+        `follow=1` what comes, across rotation, until the client leaves."""
+        name = request.match_info["name"]
+        if not is_service_name(name):
+            raise ControlError(400, f"bad service name {name!r}")
+        lines_text = request.query.get("lines", "10")
+        if not lines_text.isdigit() or int(lines_text) > MAX_LINES:
+            raise ControlError(400, f"lines must be a whole number 0-{MAX_LINES}, "
+                               f"not {lines_text!r}")
+        follow = _flag(request, "follow", default=False)
+        path = self._pod.log_path(name)
+
+        def gap(message: str) -> None:
+            log.warning("log_follow_gap", service=name, message=message)
+
+        try:
+            return await LogStream(path, self._closing, gap).serve(
+                request, int(lines_text), follow)
+        except FileNotFoundError:
+            if self._pod.snapshot().service(name) is None:
+                raise ControlError(404, f"no service named {name!r}") from None
+            raise ControlError(404, f"no log for {name} yet at {path}") from None
+        except OSError as exc:
+            raise ControlError(500, f"cannot read {path}: {exc.strerror or exc}") from None
+
     def _known_name(self, name: str) -> str:
         if not is_service_name(name):
             raise ControlError(400, f"bad service name {name!r}")
@@ -246,6 +295,7 @@ class ControlRoutes:
             raise
 
     async def _cancel_in_flight(self, app: web.Application) -> None:
+        self._closing.set()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -82,6 +82,21 @@ class RunRefused(ValueError):
         self.conflict = conflict
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogueCheck:
+    """What the engine's own check found in the catalogue the pod runs from: findings only,
+    one line each, never the environment or the values it expanded."""
+
+    valid: bool
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    summary: str = ""  # "catalogue valid: 5 services (…)", or why it is not
+    ran: bool = True  # False: the check itself could not run (timeout, crash); see problems
+    catalogue: str = ""  # where the pod reads its catalogue from
+    overlay: str | None = None
+
+
 class UnknownService(LookupError):
     """A verb named a service the catalogue does not have."""
 
@@ -123,4 +138,14 @@ class Pod(Protocol):
 
     def pids_of(self, name: str) -> list[int]:
         """Main pid first, for resource accounting of the whole process tree."""
+        ...
+
+    async def check_catalogue(self) -> CatalogueCheck:
+        """The engine's check of the catalogue the pod runs from, with the pod's overlay and
+        environment, done off the event loop."""
+        ...
+
+    def log_path(self, name: str) -> str:
+        """Where the service `name` (a valid service name) has its log file, current or
+        not: the file may not exist (yet, or any more)."""
         ...

@@ -19,6 +19,7 @@ from healthz.podctl_errors import (
     UNREACHABLE,
     USAGE,
     PodctlError,
+    PodUnreachable,
     check_name,
 )
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 READ_TIMEOUT = 10.0  # a question the pod answers from cached state
 VERB_TIMEOUT = 330.0  # an order waited on: the pod bounds the wait (stopwaitsecs, start window)
+CHECK_TIMEOUT = 70.0  # the pod's catalogue check: it gives its parse 60 s
 
 EPILOG = """\
 exit codes:
@@ -42,9 +44,11 @@ exit codes:
      or directory, bad --env)
   3  a named service (or any, for bare `status`) is not running or not ready
   4  pod unreachable (no socket, refused, permission denied, no answer), or unknown service
+ 78  validate: the catalogue is invalid
 
-The socket is $CODITECT_RUN/podctl.sock (CODITECT_RUN defaults to /run/coditect); logs are
-read from $CODITECT_HOME/logs (CODITECT_HOME defaults to /app/.coditect).
+The socket is $CODITECT_RUN/podctl.sock (CODITECT_RUN defaults to /run/coditect). `logs`,
+`validate` and `doctor` ask the pod; with no pod to ask they work here and say so (logs from
+$CODITECT_HOME/logs, CODITECT_HOME defaulting to /app/.coditect).
 """
 
 
@@ -275,7 +279,53 @@ def cmd_reload(ctx: Context) -> int:
 
 
 def cmd_validate(ctx: Context) -> int:
-    """The engine's own check of a catalogue, its output and exit code passed through."""
+    """The catalogue checked by the engine: the running pod's own (its catalogue, overlay and
+    environment) over the socket; with DIR, or with no pod to ask, here."""
+    if ctx.args.dir is None:
+        try:
+            answer = ctx.client(CHECK_TIMEOUT).call("GET", "/v1/check")
+        except PodctlError as exc:
+            # No pod, or one that cannot check (an older engine, shutting down): here, said.
+            why = "no pod to ask" if isinstance(exc, PodUnreachable) else "the pod cannot check"
+            ctx.err.write(f"podctl: {why} ({exc.message}); checking the catalogue here, with "
+                          "this shell's environment and CODITECT_CATALOGUE(_OVERLAY)\n")
+        else:
+            return said_by_pod(ctx, answer)
+    return validate_here(ctx)
+
+
+def said_by_pod(ctx: Context, answer: Any) -> int:
+    """The findings of `GET /v1/check` as `coditect-start --check` words them; 78 invalid."""
+    from healthz.podctl_engine import INVALID_CATALOGUE
+
+    if not isinstance(answer, dict) or not isinstance(answer.get("valid"), bool):
+        raise PodctlError(FAILED, "the pod's answer to GET /v1/check is not what the contract "
+                          "says (an older engine?)")
+    where = f"the running pod's catalogue {answer.get('catalogue')}"
+    if answer.get("overlay"):
+        where += f" with its overlay {answer['overlay']}"
+    where += ", in its environment"
+    for note in answer.get("notes") or ():
+        ctx.out.write(f"note: {note}\n")
+    for warning in answer.get("warnings") or ():
+        ctx.out.write(f"warning: {warning}\n")
+    if answer["valid"]:
+        ctx.out.write(f"{answer.get('summary') or 'catalogue valid'} ({where})\n")
+        return OK
+    problems = answer.get("problems") or ()
+    for problem in problems:
+        ctx.err.write(f"podctl: {problem}\n")
+    if not answer.get("ran", True):
+        ctx.err.write(f"podctl: the pod could not check {where}\n")
+        return FAILED
+    count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+    ctx.err.write(f"podctl: catalogue invalid ({count}): {where}; the pod runs on with what "
+                  "it runs, and would reject a reload\n")
+    return INVALID_CATALOGUE
+
+
+def validate_here(ctx: Context) -> int:
+    """`python -m start --check` in this process's environment, its output passed through."""
     import subprocess
 
     from healthz.podctl_engine import run_check
@@ -294,32 +344,51 @@ def cmd_validate(ctx: Context) -> int:
 
 
 def cmd_logs(ctx: Context) -> int:
-    """The end of a service's log file; with -f, new lines as they come, across rotation."""
+    """The end of a service's log; with -f, new lines as they come, across rotation. Read by
+    the pod over the socket; from the files here with --home, or when no pod answers."""
     import signal
 
-    from healthz.podctl_logs import Follower, log_path, open_log, tail
-
-    path = log_path(ctx.home(), ctx.args.name)
-    log = open_log(path)
+    name = check_name(ctx.args.name)
     ctx.out.flush()
     out: Output = ctx.out.buffer
     if ctx.out.isatty():  # a person's terminal: show control codes, never run them
         from healthz.controls import EscapingWriter
 
         out = EscapingWriter(ctx.out.buffer)
+    previous = signal.signal(signal.SIGTERM, _interrupt) if ctx.args.follow else None
+    try:
+        if getattr(ctx.args, "home", None) is None:
+            query = f"lines={ctx.args.lines}" + ("&follow=1" if ctx.args.follow else "")
+            try:
+                ctx.client().stream(f"/v1/logs/{name}?{query}", out, follow=ctx.args.follow)
+                return OK
+            except PodUnreachable as exc:
+                ctx.err.write(f"podctl: no pod to ask ({exc.message}); reading the log file "
+                              "here\n")
+                ctx.err.flush()
+        return logs_here(ctx, name, out)
+    except KeyboardInterrupt:
+        if not ctx.args.follow:
+            raise
+        return OK  # Ctrl-C or SIGTERM: the normal way to stop following
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def logs_here(ctx: Context, name: str, out: Output) -> int:
+    """The log file read directly: a pod that is gone leaves its logs behind, and they are
+    worth reading then most of all."""
+    from healthz.podctl_logs import Follower, log_path, open_log, tail
+
+    path = log_path(ctx.home(), name)
+    log = open_log(path)
     follower = Follower(path, log, out)
     try:
         out.write(tail(path, log, os.fstat(log.fileno()).st_size, ctx.args.lines))
         out.flush()
-        if not ctx.args.follow:
-            return OK
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-        try:
+        if ctx.args.follow:
             follower.run()
-        except KeyboardInterrupt:
-            pass  # Ctrl-C or SIGTERM: the normal way to stop following
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         return OK
     finally:
         follower.close()
@@ -463,7 +532,8 @@ def build_parser() -> Parser:
         "--home",
         metavar="DIR",
         default=argparse.SUPPRESS,
-        help="the .coditect directory (default: $CODITECT_HOME, /app/.coditect)",
+        help="the .coditect directory; `logs` given it reads DIR/logs here, not through the pod "
+        "(default: $CODITECT_HOME, /app/.coditect)",
     )
     parser = Parser(
         prog="podctl",
@@ -504,7 +574,8 @@ def build_parser() -> Parser:
     sub.add_argument("sig", type=_signal_arg, metavar="SIG", help="HUP, SIGHUP or a number")
     sub.add_argument("names", nargs="+", metavar="NAME")
     sub.add_argument("--no-wait", action="store_true", help="return once the pod accepted")
-    sub = verb("logs", cmd_logs, "a service's log from $CODITECT_HOME/logs (-f to follow)")
+    sub = verb("logs", cmd_logs, "a service's log, read by the pod over the socket (-f to "
+               "follow); with --home DIR, or when no pod answers, from DIR/logs here")
     sub.add_argument("name", metavar="NAME")
     sub.add_argument(
         "-n",
@@ -531,15 +602,20 @@ def build_parser() -> Parser:
     sub.add_argument("command", nargs="*", metavar="COMMAND",
                      help="the command and its arguments, after --")
     verb("reload", cmd_reload, "re-read the catalogue and apply the difference")
-    sub = verb("validate", cmd_validate, "check a catalogue without a pod (exit 78: invalid)")
+    sub = verb("validate", cmd_validate, "check the catalogue (exit 78: invalid): without DIR "
+               "the running pod checks its own, with its overlay and environment; with DIR, "
+               "or when no pod answers, it is checked here, in this shell's environment")
     sub.add_argument(
-        "dir", nargs="?", metavar="DIR", help="the catalogue directory (default: the engine's)"
+        "dir", nargs="?", metavar="DIR",
+        help="check this catalogue here instead of asking the pod (default: the pod's; with "
+        "no pod, CODITECT_CATALOGUE or the packaged one)",
     )
     sub = verb("doctor", cmd_doctor, "check the pod and the image, with or without a pod")
     sub.add_argument(
         "--strict", action="store_true", help="treat every recommended item as required"
     )
-    sub.add_argument("--catalogue", metavar="DIR", help="the catalogue to check")
+    sub.add_argument("--catalogue", metavar="DIR", help="check this catalogue here (default: "
+                     "ask the running pod to check its own; with no pod, check it here)")
     sub = verb("is-ready", cmd_is_ready, "exit 0 when /readyz answers 200, else 1")
     sub.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     return parser

@@ -16,12 +16,14 @@ import json
 import os
 import socket
 
-from healthz.podctl_errors import FAILED, UNREACHABLE, USAGE, PodctlError
+from healthz.podctl_errors import FAILED, UNREACHABLE, USAGE, PodctlError, PodUnreachable
 
 TYPE_CHECKING = False  # spares the `typing` import at run time; mypy treats it as True
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
+
+    from healthz.podctl_logs import Output
 
 DEFAULT_RUN = "/run/coditect"
 SOCKET_NAME = "podctl.sock"
@@ -33,6 +35,8 @@ def default_socket(env: Mapping[str, str]) -> str:
 
 
 MAX_ANSWER = 16 << 20  # bytes; a status of hundreds of services is a few hundred KiB
+MAX_HEAD = 64 << 10  # an answer's status line and headers; ours are a few hundred bytes
+MAX_REFUSAL = 64 << 10  # the JSON error of a refused stream
 
 
 class MalformedAnswer(Exception):
@@ -56,10 +60,7 @@ def exchange(sock: socket.socket, method: str, path: str,
     """Send one request (`body`: JSON, for `run`), read the whole answer: (status, body).
     TimeoutError when no answer came in time, MalformedAnswer when it was not HTTP, OSError
     when the stream broke."""
-    kind = "Content-Type: application/json\r\n" if body else ""
-    request = (f"{method} {path} HTTP/1.0\r\nHost: podctl\r\n"
-               f"Accept: application/json\r\n{kind}Content-Length: {len(body)}\r\n\r\n")
-    sock.sendall(request.encode("ascii") + body)
+    sock.sendall(_request_line(method, path, body))
     chunks: list[bytes] = []
     size = 0
     while chunk := sock.recv(65536):
@@ -68,11 +69,9 @@ def exchange(sock: socket.socket, method: str, path: str,
         if size > MAX_ANSWER:
             raise MalformedAnswer(f"answer larger than {MAX_ANSWER} bytes")
     head, separator, body = b"".join(chunks).partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split()
-    if (not separator or len(status_line) < 2 or not status_line[0].startswith(b"HTTP/")
-            or not status_line[1].isdigit()):
+    if not separator:
         raise MalformedAnswer("not an HTTP response")
-    return int(status_line[1]), body
+    return _status(head), body
 
 
 class Response:
@@ -108,7 +107,7 @@ class PodClient:
         try:
             sock = connect(self.socket_path, limit)
         except OSError as exc:
-            raise PodctlError(UNREACHABLE, self._unreachable(exc)) from None
+            raise PodUnreachable(self._unreachable(exc)) from None
         try:
             with sock:
                 status, answer = exchange(sock, method, path, body)
@@ -128,26 +127,49 @@ class PodClient:
                 UNREACHABLE, f"pod unreachable: the connection broke ({exc or type(exc)})"
             ) from None
 
+    def stream(self, path: str, out: Output, *, follow: bool) -> None:
+        """GET `path` and copy its body to `out` as it comes (a log: `/v1/logs/NAME`), until the
+        pod ends it; a refusal is the `PodctlError` `call` would raise. Following, a quiet
+        stream is waited on without a deadline: only the connection and the answer's head are
+        bounded by the timeout."""
+        try:
+            sock = connect(self.socket_path, self.timeout)
+        except OSError as exc:
+            raise PodUnreachable(self._unreachable(exc)) from None
+        with sock:
+            try:
+                sock.sendall(_request_line("GET", path))
+                status, rest = _read_head(sock)
+                if status != 200:
+                    while len(rest) < MAX_REFUSAL and (chunk := sock.recv(65536)):
+                        rest += chunk
+                    raise _refusal("GET", path, Response(status, rest)) or PodctlError(
+                        FAILED, f"the pod answered {status} to GET {path}")
+                if follow:
+                    sock.settimeout(None)
+                if rest:
+                    out.write(rest)
+                    out.flush()
+                while chunk := sock.recv(65536):
+                    out.write(chunk)
+                    out.flush()
+            except TimeoutError:
+                raise PodctlError(
+                    UNREACHABLE, f"pod unreachable: no answer within {self.timeout:g}s"
+                ) from None
+            except (ConnectionResetError, MalformedAnswer) as exc:
+                raise PodctlError(
+                    UNREACHABLE, f"pod unreachable: the connection broke ({exc or type(exc)})"
+                ) from None
+
     def call(self, method: str, path: str, timeout: float | None = None,
              body: bytes = b"") -> Any:
         """A JSON route: its answer, or a `PodctlError` with the exit code the failure means."""
         answer = self.request(method, path, timeout, body)
-        data = answer.json()
-        error = data.get("error") if isinstance(data, dict) else None
-        if answer.status == 404 and isinstance(error, str) and error.startswith("no service"):
-            raise PodctlError(UNREACHABLE, error)
-        if answer.status == 400 and isinstance(error, str):
-            raise PodctlError(USAGE, error)  # a bad name or signal the pod caught before us
-        if answer.status in (404, 405):
-            raise PodctlError(FAILED, f"the pod does not know {method} {path} (an older engine?)")
-        if answer.status >= 400 and isinstance(error, str):
-            raise PodctlError(FAILED, error)  # 503: shutting down, outcome unknown
-        if answer.status >= 400 or data is None:
-            detail = error if isinstance(error, str) else answer.text().strip()[:200]
-            raise PodctlError(
-                FAILED, f"the pod answered {answer.status} to {method} {path}: {detail}"
-            )
-        return data
+        refused = _refusal(method, path, answer)
+        if refused is not None:
+            raise refused
+        return answer.json()
 
     def _unreachable(self, exc: OSError) -> str:
         where = self.socket_path
@@ -165,6 +187,53 @@ class PodClient:
         if isinstance(exc, TimeoutError | BlockingIOError):
             return f"pod unreachable: {where} accepts no connections (the pod is stuck or busy)"
         return f"pod unreachable: {where}: {exc.strerror or exc}"
+
+
+def _refusal(method: str, path: str, answer: Response) -> PodctlError | None:
+    """The error an answer means, with its exit code; None when it is a JSON answer to use."""
+    data = answer.json()
+    error = data.get("error") if isinstance(data, dict) else None
+    if answer.status == 404 and isinstance(error, str) and error.startswith("no service"):
+        return PodctlError(UNREACHABLE, error)
+    if answer.status == 400 and isinstance(error, str):
+        return PodctlError(USAGE, error)  # a bad name or signal the pod caught before us
+    if answer.status == 404 and isinstance(error, str) and error.startswith("no log"):
+        return PodctlError(FAILED, error)
+    if answer.status in (404, 405):
+        return PodctlError(FAILED, f"the pod does not know {method} {path} (an older engine?)")
+    if answer.status >= 400 and isinstance(error, str):
+        return PodctlError(FAILED, error)  # 503: shutting down, outcome unknown
+    if answer.status >= 400 or data is None:
+        detail = error if isinstance(error, str) else answer.text().strip()[:200]
+        return PodctlError(FAILED, f"the pod answered {answer.status} to {method} {path}: {detail}")
+    return None
+
+
+def _request_line(method: str, path: str, body: bytes = b"") -> bytes:
+    kind = "Content-Type: application/json\r\n" if body else ""
+    return (f"{method} {path} HTTP/1.0\r\nHost: podctl\r\n"
+            f"Accept: application/json\r\n{kind}Content-Length: {len(body)}\r\n\r\n"
+            ).encode("ascii") + body
+
+
+def _read_head(sock: socket.socket) -> tuple[int, bytes]:
+    """Read up to the end of the answer's head: its status, and what came after the head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk or len(data) > MAX_HEAD:
+            raise MalformedAnswer("not an HTTP response")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return _status(head), rest
+
+
+def _status(head: bytes) -> int:
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if (len(status_line) < 2 or not status_line[0].startswith(b"HTTP/")
+            or not status_line[1].isdigit()):
+        raise MalformedAnswer("not an HTTP response")
+    return int(status_line[1])
 
 
 def _owner_hint(path: str) -> str:

@@ -17,11 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 from healthz.podctl_client import PodClient
 from healthz.podctl_engine import INVALID_CATALOGUE, check_command, run_check
-from healthz.podctl_errors import PodctlError
+from healthz.podctl_errors import PodctlError, PodUnreachable
 
 TYPE_CHECKING = False  # spares the `typing` import at run time; mypy treats it as True
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from typing import Any
 
 # The tools the image promises, each with the argument that makes it print its version.
 TOOLS: tuple[tuple[str, str], ...] = (
@@ -51,6 +52,7 @@ TOOLS: tuple[tuple[str, str], ...] = (
 REQUIRED_TOOLS = frozenset({"python3", "node"})
 TOOL_TIMEOUT = 5.0
 NET_TIMEOUT = 2.0
+POD_CHECK_TIMEOUT = 70.0  # the pod gives its catalogue check 60 s
 _VERSION = re.compile(r"\d+(?:\.\d+)+[a-z]?")
 
 OK, FAIL, WARN, INFO = "ok", "FAIL", "warn", "--"
@@ -135,6 +137,37 @@ class Doctor:
         return found
 
     def catalogue_check(self) -> list[Finding]:
+        """The running pod's own check (its catalogue, overlay, environment); without a pod,
+        or with --catalogue, the engine's check run here."""
+        if self.catalogue is None:
+            try:
+                answer = self.client.call("GET", "/v1/check", timeout=POD_CHECK_TIMEOUT)
+            except PodUnreachable:
+                return self.catalogue_here(", checked here: no pod to ask")
+            except PodctlError:  # an older engine, or one shutting down
+                return self.catalogue_here(", checked here: the pod cannot check")
+            return self.said_by_pod(answer)
+        return self.catalogue_here("")
+
+    def said_by_pod(self, answer: Any) -> list[Finding]:
+        label = "the pod's catalogue"
+        if not isinstance(answer, dict) or not isinstance(answer.get("valid"), bool):
+            return [Finding(problem(self.strict), label, "could not check: the pod's answer "
+                            "is not what the contract says")]
+        problems = [str(p) for p in answer.get("problems") or ()]
+        if answer["valid"]:
+            where = str(answer.get("catalogue"))
+            if answer.get("overlay"):
+                where += f" + {answer['overlay']}"
+            return [Finding(OK, label, f"valid, as the pod reads it ({where})"),
+                    *(Finding(problem(self.strict), "liveness", str(line))
+                      for line in answer.get("warnings") or ())]
+        if not answer.get("ran", True):
+            return [Finding(problem(self.strict), label,
+                            "could not check: " + "; ".join(problems))]
+        return [Finding(FAIL, label, "\n".join(["invalid catalogue:", *problems]))]
+
+    def catalogue_here(self, where: str) -> list[Finding]:
         label = " ".join(["python", *check_command(self.catalogue)[1:]])
         try:
             done = run_check(self.catalogue, capture=True, env=self.env)
@@ -147,10 +180,12 @@ class Doctor:
         if done.returncode == 0:
             warned = [line.removeprefix("warning: ") for line in lines
                       if line.startswith("warning: ")]
-            return [Finding(OK, label, "valid: every command resolves to an executable"),
+            return [Finding(OK, label, f"valid: every command resolves to an executable{where}"),
                     *(Finding(problem(self.strict), _topic(line), line) for line in warned)]
         if done.returncode == INVALID_CATALOGUE:
-            return [Finding(FAIL, label, "\n".join(["invalid catalogue:", *lines]))]
+            said = f"invalid catalogue ({where.removeprefix(', ')}):" if where else \
+                "invalid catalogue:"
+            return [Finding(FAIL, label, "\n".join([said, *lines]))]
         last = lines[0] if lines else "no output"
         return [
             Finding(

@@ -23,6 +23,14 @@ class PodctlError(Exception):
         self.message = message
 
 
+class PodUnreachable(PodctlError):
+    """No connection to the pod at all (no socket, refused, permission denied): a verb that
+    can do without the pod (`validate`, `logs`) does it here instead, and says so."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(UNREACHABLE, message)
+
+
 def check_name(name: str) -> str:
     """A service name as the control API accepts it (`healthz.names`, the same rule); anything
     else is a usage error, found before a name reaches a URL or a path: `logs` can never leave

@@ -18,6 +18,7 @@ from healthz.podctl_errors import FAILED, PodctlError, check_name
 
 TYPE_CHECKING = False  # spares the `typing` import at run time; mypy treats it as True
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import BinaryIO, Protocol
 
     class Output(Protocol):
@@ -38,7 +39,7 @@ def log_path(home: str, name: str) -> str:
 
 def open_log(path: str) -> BinaryIO:
     try:
-        return _open_regular(path)
+        return open_regular(path)
     except FileNotFoundError:
         raise PodctlError(
             FAILED,
@@ -76,7 +77,7 @@ def tail(path: str, log: BinaryIO, end: int, count: int) -> bytes:
     data, found = last_lines(log, end, count)
     if found < count:
         try:
-            with _open_regular(path + ".1") as older:
+            with open_regular(path + ".1") as older:
                 before, _ = last_lines(older, os.fstat(older.fileno()).st_size, count - found)
         except OSError:
             before = b""
@@ -96,9 +97,12 @@ class Follower:
     held file's current one (`.3` after `.4`, the log itself after `.1`). So however many
     rotations happen between two looks, every file is read once, in order, as long as it has
     not been rotated past `_backups` before it is reached. A file shorter than the offset was
-    truncated in place, so reading starts over. There is no portable change notification in
-    the standard library, so a quiet file is polled every `interval` seconds; `stop` ends the
-    loop.
+    truncated in place, so reading starts over.
+
+    `look` is one step and never waits, so that the same follower serves `podctl logs -f` on a
+    file (`run`, a loop in this process) and the pod's `GET /v1/logs/NAME?follow=1` (awaited
+    between looks on the engine's event loop). There is no portable change notification in the
+    standard library, so a quiet file is looked at again every `interval` seconds.
     """
 
     # A rename in progress is seen at most for a moment: look again this soon.
@@ -110,37 +114,55 @@ class Follower:
         self,
         path: str,
         log: BinaryIO,
-        out: Output,
+        out: Output | None = None,
         *,
         interval: float = 0.2,
         stop: threading.Event | None = None,
+        on_gap: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self.log = log
         self.out = out
         self.interval = interval
         self.stop = stop or threading.Event()
+        self.on_gap = on_gap or _say_on_stderr
+        self.ident = _identity(os.fstat(log.fileno()))
 
     def run(self) -> None:
-        ident = _identity(os.fstat(self.log.fileno()))
+        """Copy to `out` until `stop` is set."""
+        assert self.out is not None
         while not self.stop.is_set():
-            if self._pass_on():
-                continue
-            current = _stat(self.path)
-            if current is not None and _identity(current) != ident:
-                self._pass_on(until_end=True)
-                fresh = self._successor(ident)
-                if fresh is None:  # a rotation is half done; look again in a moment
-                    self.stop.wait(self.RACE_RETRY)
-                    continue
-                self.log.close()
-                self.log = fresh
-                ident = _identity(os.fstat(fresh.fileno()))
-                continue
-            if os.fstat(self.log.fileno()).st_size < self.log.tell():
-                self.log.seek(0)  # truncated in place (copytruncate)
-                continue
-            self.stop.wait(self.interval)
+            data, pause = self.look()
+            if data:
+                self.out.write(data)
+                self.out.flush()
+            if pause:
+                self.stop.wait(pause)
+
+    def look(self) -> tuple[bytes, float]:
+        """What is new (at most one block), and how long to wait before the next look (0: at
+        once, there may be more)."""
+        chunk = self.log.read(_BLOCK)
+        if chunk:
+            return chunk, 0.0
+        current = _stat(self.path)
+        if current is not None and _identity(current) != self.ident:
+            # Rotated: what was written to the held file between the read above and the
+            # rename is still to be passed on before its successor.
+            chunk = self.log.read(_BLOCK)
+            if chunk:
+                return chunk, 0.0
+            fresh = self._successor(self.ident)
+            if fresh is None:  # a rotation is half done; look again in a moment
+                return b"", self.RACE_RETRY
+            self.log.close()
+            self.log = fresh
+            self.ident = _identity(os.fstat(fresh.fileno()))
+            return b"", 0.0
+        if os.fstat(self.log.fileno()).st_size < self.log.tell():
+            self.log.seek(0)  # truncated in place (copytruncate)
+            return b"", 0.0
+        return b"", self.interval
 
     def close(self) -> None:
         self.log.close()
@@ -170,9 +192,8 @@ class Follower:
         if index is None:
             # Rotated away before we were done with its successors: the oldest file left is the
             # nearest we can get; say so rather than pretend nothing was lost.
-            sys.stderr.write(f"podctl: {self.path}: rotated past its backups before it was "
-                             "read to the end; lines may be missing\n")
-            sys.stderr.flush()
+            self.on_gap(f"{self.path}: rotated past its backups before it was read to the "
+                        "end; lines may be missing")
             return _open_or_none(self._name(oldest))
         if index == 0:
             return None
@@ -185,18 +206,10 @@ class Follower:
             return None
         return fresh
 
-    def _pass_on(self, until_end: bool = False) -> bool:
-        """Copy what the held file has past the offset; whether there was anything."""
-        moved = False
-        while True:
-            chunk = self.log.read(_BLOCK)
-            if not chunk:
-                return moved
-            self.out.write(chunk)
-            self.out.flush()
-            moved = True
-            if not until_end:
-                return moved
+
+def _say_on_stderr(message: str) -> None:
+    sys.stderr.write(f"podctl: {message}\n")
+    sys.stderr.flush()
 
 
 def _stat(path: str) -> os.stat_result | None:
@@ -208,12 +221,12 @@ def _stat(path: str) -> os.stat_result | None:
 
 def _open_or_none(path: str) -> BinaryIO | None:
     try:
-        return _open_regular(path)
+        return open_regular(path)
     except FileNotFoundError:
         return None
 
 
-def _open_regular(path: str) -> BinaryIO:
+def open_regular(path: str) -> BinaryIO:
     """Open for reading without following a symlink or blocking on a FIFO (the engine never
     leaves either at a log's name); anything but a regular file is an OSError."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

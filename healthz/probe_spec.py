@@ -28,6 +28,17 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80}
 _FORMS = "http://…, https://…, tcp://host:port, ws://…, exec:COMMAND, notify, fd:N or none"
 # A host name as DNS allows it; IP literals are checked by `ipaddress`.
 _HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+# A command longer than this is refused before `shlex` sees it: shlex's time grows with the
+# square of a word's length (1 MiB took it 12 s), and no real command line is this long.
+MAX_COMMAND_CHARS = 64 << 10
+
+
+def command_too_long(command: str) -> str | None:
+    """Why `command` is refused before it is split (None when it is not): too long."""
+    if len(command) <= MAX_COMMAND_CHARS:
+        return None
+    return (f"is {len(command)} characters long, more than {MAX_COMMAND_CHARS}; put a long "
+            "command in a script and run that")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +118,8 @@ def _parse_exec(text: str) -> ProbeSpec:
     command = text[5:].strip()
     if not command:
         raise ValueError(f"{text!r}: exec: needs a command, e.g. exec:pg_isready -q")
+    if (too_long := command_too_long(command)) is not None:
+        raise ValueError(f"the exec: command {too_long}")
     try:
         argv = tuple(shlex.split(command))
     except ValueError as exc:  # shlex says "No closing quotation" / "No escaped character"

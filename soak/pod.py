@@ -95,9 +95,12 @@ class SoakPod:
             *lines, partial = (partial + data).split(b"\n")
             self.stdout_lines += len(lines)
             for line in lines:
-                if b'"event": ' in line and b'"stream": ' not in line[:120]:
+                # The engine's events have `"stream": "event"` (docs/EVENTS.md, "One stream");
+                # a child's embedded JSON may hold that text too, hence the parse's check.
+                if b'"stream": "event"' in line:
                     with contextlib.suppress(ValueError), self._lock:
-                        self.events.append(json.loads(line))
+                        if (parsed := json.loads(line)).get("stream") == "event":
+                            self.events.append(parsed)
 
     def _read_stderr(self) -> None:
         assert self.process.stderr is not None

@@ -18,11 +18,12 @@ is put off and the moment each piece is done. The timeline:
 4. `wait_boot_over`: every critical service settled (ready, or given up on), or BOOT_LIMIT
    whatever they do; then BOOT_GRACE, so whoever waits for the pod's ready moment is
    answered before the deferred work runs.
-5. `after_boot`: the catalogue watcher starts; then a warm boot's catalogue is parsed again
-   and a difference applied as a reload (`confirm_cached`), or a cold boot's catalogue is
-   written to the cache for the next boot; prometheus-client is imported and the metrics held
-   since the boot (`healthz.metrics_deferred`) are replayed into it. A scrape that comes
-   first builds them at once.
+5. `after_boot`: the catalogue watcher starts; then a warm boot's catalogue is parsed again,
+   in a child as a reload parses (`start.reparse`: the health port is open by now, and the
+   loop must go on answering), and a difference applied as a reload (`confirm_cached`), or a
+   cold boot's catalogue is written to the cache for the next boot; prometheus-client is
+   imported and the metrics held since the boot (`healthz.metrics_deferred`) are replayed
+   into it. A scrape that comes first builds them at once.
 6. RELEASE_MEMORY_AFTER the boot: what the boot built is frozen out of the GC, the heap is
    trimmed and glibc's mmap threshold fixed (`release_boot_memory`).
 7. From then on the heap is trimmed after work only (`HeapTrim`): TRIM_AFTER_WORK after a
@@ -36,13 +37,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from healthz import libraries
 from healthz.metrics_deferred import DeferredMetrics
 from start.catalogue.cache import files_unchanged
-from start.errors import ConfigError, report_invalid
+from start.errors import ConfigError, ParseFailed, report_invalid
 from start.watch import CatalogueWatcher
 
 if TYPE_CHECKING:
@@ -161,7 +162,8 @@ class Boot:
             stopping.cancel()
         return not stop_requested.is_set()
 
-    async def after_boot(self, watcher: CatalogueWatcher, loader: Callable[[], Catalogue],
+    async def after_boot(self, watcher: CatalogueWatcher,
+                         loader: Callable[[], Awaitable[Catalogue]],
                          on_change: Callable[[], None]) -> bool:
         """Start the watcher, confirm or cache the catalogue, build the metrics; False when a
         warm boot's cached catalogue no longer parses (the pod must drain and exit 78)."""
@@ -181,7 +183,7 @@ class Boot:
         self.metrics.build()
         return confirmed
 
-    async def confirm_cached(self, loader: Callable[[], Catalogue]) -> bool:
+    async def confirm_cached(self, loader: Callable[[], Awaitable[Catalogue]]) -> bool:
         """Parse the catalogue a warm boot took from the cache.
 
         Files edited since the cache was read are an edit on disk like any other: a reload,
@@ -195,7 +197,10 @@ class Boot:
             await pod.reload()
             return True
         try:
-            fresh = loader()
+            fresh = await loader()  # in a child, as a reload parses: the health port is open
+        except ParseFailed as error:  # no verdict: the cached catalogue, valid once, runs on
+            self.events("reload_failed", reason=error.reason, error=str(error), level="error")
+            return True
         except ConfigError as error:
             self.events("catalogue_invalid", problems=error.problems, level="error")
             report_invalid(error.problems, "stopping what the cached catalogue started")

@@ -6,7 +6,9 @@ import argparse
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from healthz.digits import ASCII_ONLY, foreign_digits
 from start.catalogue import load as load_catalogue
@@ -21,7 +23,7 @@ from start.errors import (
     ConfigError,
     report_invalid,
 )
-from start.settings import Settings
+from start.settings import RELOAD_MEMORY_MIB, RELOAD_SECONDS, ReloadLimits, Settings
 from start.stopsignals import keep_signals, release_signals
 from start.termination import choose
 from start.termination import write as write_termination_message
@@ -39,11 +41,15 @@ environment (a flag wins over its variable):
   CODITECT_TERMINATION_LOG    file for the one-line reason of the exit (default
                               /dev/termination-log when it exists and is writable;
                               empty: none)
+  CODITECT_RELOAD_TIMEOUT     seconds a reload's parse may take (default 30)
+  CODITECT_RELOAD_MEMORY      MiB of memory a reload's parse may use (default 256)
+
+the catalogue's keys and sections: coditect-start --help-catalogue
 
 exit codes:
   0   drained: every child stopped inside the deadline
-  1   runtime failure (.coditect unusable, health port taken), or the drain
-      deadline had to SIGKILL what was left
+  1   runtime failure (.coditect unusable, health port taken, another pod on the
+      run directory), or the drain deadline had to SIGKILL what was left
   2   usage error
   78  invalid catalogue: nothing was started
 """
@@ -57,6 +63,17 @@ def default_catalogue() -> Path:
     return Path(__file__).resolve().parent.parent / "supervisor"
 
 
+class _CatalogueReference(argparse.Action):
+    """`--help-catalogue`: the catalogue's reference, shipped in the package (start.reference)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from start.reference import catalogue_reference
+
+        sys.stdout.write(catalogue_reference())
+        parser.exit()
+
+
 def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
     parser = argparse.ArgumentParser(
         prog="coditect-start",
@@ -66,27 +83,44 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     env = environ.get
+    catalogue = default_catalogue()
     parser.add_argument("--catalogue", type=Path, default=env("CODITECT_CATALOGUE"),
-                        metavar="DIR", help="catalogue directory or supervisord.conf")
+                        metavar="DIR", help="catalogue directory (supervisord.conf + conf.d/) "
+                        "or a supervisord.conf; default: the production catalogue installed "
+                        f"with this package, {catalogue}")
     parser.add_argument("--overlay", type=Path, default=env("CODITECT_CATALOGUE_OVERLAY"),
-                        metavar="FILE", help="sections whose keys replace the catalogue's")
+                        metavar="FILE", help="a file whose sections replace keys of the "
+                        "catalogue's or add services (the demo's stand-ins); default: none")
     parser.add_argument("--home", type=Path, default=env("CODITECT_HOME", "/app/.coditect"),
-                        metavar="DIR")
+                        metavar="DIR", help="the persistent .coditect state directory: "
+                        "logs/<service>.log, settings.json, … (default: /app/.coditect)")
     parser.add_argument("--template", type=Path, default=env("CODITECT_TEMPLATE"),
-                        metavar="DIR")
+                        metavar="DIR", help="the image's copy of .coditect: what is missing "
+                        "from --home is seeded from it on every boot, a user's file never "
+                        "overwritten; default: none, nothing seeded")
     parser.add_argument("--run-dir", type=Path, default=env("CODITECT_RUN", "/run/coditect"),
-                        metavar="DIR")
+                        metavar="DIR", help="runtime files: podctl's control socket "
+                        "podctl.sock and the catalogue cache of a warm boot "
+                        "(default: /run/coditect)")
     parser.add_argument("--health-addr", default=env("CODITECT_HEALTH_ADDR", "0.0.0.0:8081"),
-                        metavar="HOST:PORT")
+                        metavar="HOST:PORT", help="where the probes and /metrics are served "
+                        "(default: 0.0.0.0:8081; port 0 picks a free one)")
     parser.add_argument("--drain-timeout", default=env("CODITECT_DRAIN_TIMEOUT", "25"),
-                        metavar="SECONDS")
+                        metavar="SECONDS", help="how long the drain after SIGTERM may take "
+                        "before what is left is SIGKILLed; keep it below the pod's "
+                        "terminationGracePeriodSeconds (default: 25)")
     parser.add_argument("--log-format", choices=("json", "console", "auto"),
-                        default=env("CODITECT_LOG_FORMAT", "auto"))
+                        default=env("CODITECT_LOG_FORMAT", "auto"),
+                        help="stdout: one JSON object a line, or coloured lines for a person; "
+                        "auto: console on a TTY, else json (default: auto)")
     parser.add_argument("--termination-log", default=env("CODITECT_TERMINATION_LOG"),
                         metavar="PATH", help="write why the pod exited here, one line "
-                        "(Kubernetes' terminationMessagePath)")
+                        "(Kubernetes' terminationMessagePath; default: /dev/termination-log "
+                        "when it exists and is writable, '' for none)")
     parser.add_argument("--check", action="store_true",
                         help="validate the catalogue and exit (0 valid, 78 invalid)")
+    parser.add_argument("--help-catalogue", action=_CatalogueReference, nargs=0,
+                        help="print the catalogue's reference (its sections and keys) and exit")
     args = parser.parse_args(argv)
     try:
         if foreign_digits(args.drain_timeout):  # float() reads a full-width 25 as 25
@@ -99,8 +133,13 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
                      f"between 0 and 3600 ({ASCII_ONLY})")
     if args.log_format not in ("json", "console", "auto"):
         parser.error(f"CODITECT_LOG_FORMAT: {args.log_format!r}; use json, console or auto")
+    limits = ReloadLimits(
+        seconds=_number(parser.error, environ, "CODITECT_RELOAD_TIMEOUT", RELOAD_SECONDS,
+                        "seconds", 3600),
+        memory_mib=int(_number(parser.error, environ, "CODITECT_RELOAD_MEMORY",
+                               RELOAD_MEMORY_MIB, "MiB", 1 << 20)))
     return Settings(
-        catalogue=args.catalogue or default_catalogue(),
+        catalogue=args.catalogue or catalogue,
         overlay=args.overlay,
         home=args.home,
         template=args.template,
@@ -110,7 +149,24 @@ def parse_args(argv: list[str] | None, environ: dict[str, str]) -> Settings:
         log_format=args.log_format,
         check_only=args.check,
         termination_log=choose(args.termination_log),
+        reload_limits=limits,
     )
+
+
+def _number(error: Callable[[str], NoReturn], environ: dict[str, str], name: str,
+            default: float, unit: str, largest: int) -> float:
+    """A positive number from the environment variable `name`, or `default` when unset."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text) if unit == "seconds" else int(text)
+        if not 0 < value <= largest:
+            raise ValueError
+    except ValueError:
+        whole = "" if unit == "seconds" else "whole "
+        error(f"{name}: {text!r} is not a {whole}number of {unit} between 0 and {largest}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,9 +29,8 @@ def prepare_directories(settings: Settings) -> int | None:
     # Not on a warm boot's import path before it is needed: seeding imports json and shutil.
     from start.homecheck import CONSEQUENCE, prepare_home
     from start.mounts import run_dir_problem
+    from start.podlock import PodAlreadyRunning, lock_run_dir
 
-    for home_problem in prepare_home(settings.home, settings.template):
-        sys.stderr.write(f"coditect-start: warning: {home_problem} — {CONSEQUENCE}\n")
     try:
         # Before any child starts: the control socket goes there, and a pod without it
         # cannot be steered (an engine's plain --tmpfs is root's, mode 0755).
@@ -39,10 +38,17 @@ def prepare_directories(settings: Settings) -> int | None:
         if problem:
             sys.stderr.write(f"coditect-start: {problem}\n")
             return EXIT_RUNTIME
+        # Before `.coditect` is touched or anything spawns: a second pod here is refused.
+        lock_run_dir(settings.run_dir)
+    except PodAlreadyRunning as refused:
+        sys.stderr.write(f"coditect-start: {refused}\n")
+        return EXIT_RUNTIME
     except OSError as error:
         sys.stderr.write(f"coditect-start: cannot create {error.filename}: {error.strerror}; "
                          "check the volume and its permissions\n")
         return EXIT_RUNTIME
+    for home_problem in prepare_home(settings.home, settings.template):
+        sys.stderr.write(f"coditect-start: warning: {home_problem} — {CONSEQUENCE}\n")
     return None
 
 

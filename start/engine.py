@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 from start.boot import Boot
 from start.catalogue import Catalogue
-from start.catalogue import load as load_catalogue
 from start.childenv import forget_secrets
 from start.early import kill_unadopted
 from start.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
@@ -27,7 +26,9 @@ from start.logs import Console
 from start.mounts import run_dir_problem
 from start.notify import SOCKET_NAME, NotifySocket
 from start.pod import Pod
+from start.podcheck import CatalogueChecker
 from start.reaper import Reaper, become_subreaper
+from start.reparse import IsolatedParser
 from start.service import EngineContext
 from start.settings import Settings
 from start.stopsignals import kept_signals
@@ -80,7 +81,12 @@ class Engine:
         self.ctx = EngineContext(loop=loop, reaper=self.reaper, console=self.console,
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
-        self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue)
+        # PID 1's own parsers get the environment it was started with, secrets included (its
+        # os.environ holds none: start.childenv): they must parse as the boot did.
+        self.parser = IsolatedParser(self.reaper, settings.reload_limits, env=environ)
+        self.checker = CatalogueChecker(settings, self.reaper, env=environ)
+        self.pod = Pod(catalogue, self.ctx, loader=self.reload_catalogue,
+                       checker=self.checker.check)
         self.notify = NotifySocket(loop, settings.run_dir / SOCKET_NAME, self.pod.on_notify,
                                    self.events, time.monotonic)
         self.boot = Boot(loop, self.pod, self.events, cache, warm)
@@ -107,11 +113,10 @@ class Engine:
             self.pod.draining = True
         return await self.drain(server, exit_code)
 
-    def reload_catalogue(self) -> Catalogue:
-        settings = self.settings
-        # The engine's copy of the environment: PID 1's own holds no secret (start.childenv).
-        fresh = load_catalogue(settings.catalogue, overlay=settings.overlay,
-                               environ=dict(self.ctx.base_env))
+    async def reload_catalogue(self) -> Catalogue:
+        """The catalogue parsed again, in a child under limits (start.reparse): the loop goes on
+        answering meanwhile."""
+        fresh = await self.parser.parse(self.settings.catalogue, self.settings.overlay)
         forget_secrets(fresh.secret_names)
         self.boot.keep(fresh)
         if self.watcher is not None:
@@ -226,6 +231,7 @@ class Engine:
     async def drain(self, server: HealthServer | None, exit_code: int) -> int:
         if self.watcher is not None:
             self.watcher.stop()
+        self.parser.kill()  # a reload's parse: its answer would be ignored now
         in_time = await self.pod.drain(self.settings.drain_timeout)
         self.notify.close()
         if server is not None:

@@ -21,6 +21,15 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class ParseFailed(Exception):
+    """A reload's parse gave no answer (start.reparse): `reason` is time_limit, memory_limit,
+    too_large or crashed; the message is one line for people. The running catalogue stays."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def report_invalid(problems: list[str], outcome: str = "nothing started") -> None:
     """Every problem on stderr, one a line, and the verdict (exit code 78 follows)."""
     for problem in problems:

@@ -28,10 +28,19 @@ CHUNK = 1 << 16
 MAX_PARTIAL_LINE = 1 << 16  # a "line" longer than this is written in pieces
 CONSOLE_BUFFER_BYTES = 4 << 20
 IOV_MAX = 1024  # buffers one writev(2) takes (Linux)
+CATCH_UP_READS = 16  # 1 MiB, a full pipe (start.process asks for that size)
 
 COLOURS = ("36", "33", "32", "35", "34", "96", "93", "92", "95", "94")
 
 Buffer = bytes | memoryview
+
+
+class Slot:
+    """A place kept in the console's queue for a line written later (an engine event held
+    until structlog is loaded): what was queued after it waits until it is filled, so that
+    stdout keeps the order in which things happened."""
+
+    __slots__ = ()
 
 
 class Console:
@@ -45,8 +54,9 @@ class Console:
         self.dropped: dict[str, int] = {}
         self.on_drop: Callable[[str, int], None] | None = None
         self.on_output: Callable[[int], None] | None = None  # bytes of children's output
-        self._pending: deque[Buffer] = deque()
+        self._pending: deque[Buffer | Slot] = deque()
         self._pending_bytes = 0
+        self._slots = 0  # kept places not filled yet: nothing after the first is written
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer_armed = False
         self._colours: dict[str, str] = {}
@@ -59,6 +69,9 @@ class Console:
         os.set_blocking(self.fd, False)
 
     def detach(self) -> None:
+        if self._slots:  # events never written (the engine failed before structlog came)
+            self._pending = deque(b for b in self._pending if not isinstance(b, Slot))
+            self._slots = 0
         self.flush(block=True)
         if self._loop is not None:
             if self._writer_armed:
@@ -115,11 +128,44 @@ class Console:
         if not self._writer_armed:
             self.flush()
 
+    def reserve(self) -> Slot:
+        """Keep this place in the queue for a line that `fill` gives later."""
+        slot = Slot()
+        self._pending.append(slot)
+        self._slots += 1
+        return slot
+
+    def fill(self, slot: Slot, data: bytes) -> None:
+        """The line for a kept place; never dropped (a few events, once, at boot)."""
+        pending = self._pending
+        if slot not in pending:  # stdout failed meanwhile and the queue was given up
+            self.write(data)
+            return
+        pending[pending.index(slot)] = data
+        self._pending_bytes += len(data)
+        self._slots -= 1
+        if not self._writer_armed:
+            self.flush()
+
+    def _offered(self) -> list[Buffer]:
+        """What one writev may take: the head of the queue, up to the first unfilled place."""
+        if not self._slots:
+            return list(itertools.islice(self._pending, IOV_MAX))  # type: ignore[arg-type]
+        offered: list[Buffer] = []
+        for item in itertools.islice(self._pending, IOV_MAX):
+            if isinstance(item, Slot):
+                break
+            offered.append(item)
+        return offered
+
     def flush(self, block: bool = False) -> None:
         deadline = time.monotonic() + 2.0
         pending = self._pending
         while pending:
-            offered = list(itertools.islice(pending, IOV_MAX))
+            offered = self._offered()
+            if not offered:  # an unfilled place comes first: `fill` flushes again
+                self._disarm()
+                return
             try:
                 # One syscall for all that waits, without joining it into one more copy.
                 written = os.writev(self.fd, offered)
@@ -129,17 +175,22 @@ class Console:
                 # EPIPE (nobody reads our stdout), EIO (a hung-up TTY), ENOSPC: what was
                 # pending is lost; count it and carry on, the log files still have every line.
                 # Counted in lines through _drop, so /metrics shows it as it does a stall.
-                self._drop("stdout", sum(bytes(chunk).count(b"\n") for chunk in pending) or 1)
+                self._drop("stdout", sum(bytes(chunk).count(b"\n") for chunk in pending
+                                         if not isinstance(chunk, Slot)) or 1)
                 pending.clear()
                 self._pending_bytes = 0
+                self._slots = 0
                 self._disarm()
                 return
             short = written < sum(map(len, offered))
             self._pending_bytes -= written
-            while pending and written >= len(pending[0]):
-                written -= len(pending.popleft())
-            if written:
-                pending[0] = memoryview(pending[0])[written:]
+            for item in offered:  # what was written leaves the queue; a Slot never was offered
+                if written < len(item):
+                    if written:
+                        pending[0] = memoryview(item)[written:]
+                    break
+                written -= len(item)
+                pending.popleft()
             if short:
                 if block and time.monotonic() < deadline:
                     continue
@@ -159,13 +210,18 @@ class Console:
 
 
 class StructlogSink:
-    """A file-like object structlog's WriteLogger writes to; lands in the Console."""
+    """A file-like object structlog's WriteLogger writes to; lands in the Console, in the
+    places kept for them first (`slots`: the held events, one line each, in order)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.slots: deque[Slot] = deque()
 
     def write(self, text: str) -> None:
-        self.console.write(text.encode())
+        if self.slots:
+            self.console.fill(self.slots.popleft(), text.encode())
+        else:
+            self.console.write(text.encode())
 
     def flush(self) -> None:
         pass
@@ -348,6 +404,27 @@ class Pump:
             self.loop.remove_reader(self.fd)
             self._gathering = self.loop.call_at(now + self.GATHER, self._gathered)
         self._last_read = now
+        self._take(data)
+
+    def catch_up(self, reads: int = CATCH_UP_READS) -> None:
+        """Read what the pipe holds now, at once: its writer exited, and the lines it wrote
+        before come before the engine's `exited` on stdout. Bounded: a grandchild that keeps
+        the pipe open and writes on is read as usual."""
+        for _ in range(reads):
+            if self.closed.done():
+                return
+            try:
+                data = os.read(self.fd, CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._finish()
+                return
+            self._take(data)
+
+    def _take(self, data: bytes) -> None:
         buffer = self.partial + data
         end = buffer.rfind(b"\n") + 1
         if end == 0 and len(buffer) < MAX_PARTIAL_LINE:

@@ -141,12 +141,20 @@ class NotifySocket:
                 self.events("notify_read_failed", error=error.strerror or str(error),
                            level="error")
                 return
-            pid = _sender(ancillary)
-            if flags & socket.MSG_TRUNC:
-                self.dropped += 1
-                continue
-            if pid is None or not self._deliver(pid, parse(data)):
-                self.ignored += 1
+            pid, passed = _sender(ancillary)
+            try:
+                if flags & socket.MSG_TRUNC:
+                    self.dropped += 1
+                    continue
+                if pid is None or not self._deliver(pid, parse(data)):
+                    self.ignored += 1
+            finally:
+                # Only now: closing a passed descriptor is what ends the sender's wait
+                # (systemd-notify's BARRIER=1), after which it exits and its environment (the
+                # run's mark) can no longer be read to tell whose it is.
+                for fd in passed:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
 
     def _take_token(self) -> bool:
         """One more datagram inside this second's RATE; else pause reading until it ends."""
@@ -169,10 +177,11 @@ class NotifySocket:
             self._readable()
 
 
-def _sender(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    """The sender's pid from SCM_CREDENTIALS; descriptors a child passed (SCM_RIGHTS, as
-    systemd's FDSTORE=1 does) are closed at once: we keep none."""
+def _sender(ancillary: list[tuple[int, int, bytes]]) -> tuple[int | None, list[int]]:
+    """The sender's pid from SCM_CREDENTIALS, and the descriptors a child passed (SCM_RIGHTS:
+    systemd-notify's BARRIER=1, FDSTORE=1), which the caller closes: we keep none."""
     pid = None
+    passed: list[int] = []
     for level, kind, data in ancillary:
         if level != socket.SOL_SOCKET:
             continue
@@ -181,7 +190,5 @@ def _sender(ancillary: list[tuple[int, int, bytes]]) -> int | None:
         elif kind == socket.SCM_RIGHTS:
             fds = array.array("i")
             fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-            for fd in fds:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-    return pid if pid else None
+            passed.extend(fds)
+    return (pid if pid else None), passed

@@ -11,12 +11,20 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from healthz.model import PodSnapshot, RunRefused, RunRequest, State, UnknownService, VerbFailed
+from healthz.model import (
+    CatalogueCheck,
+    PodSnapshot,
+    RunRefused,
+    RunRequest,
+    State,
+    UnknownService,
+    VerbFailed,
+)
 from start import homecheck
 from start.catalogue import Catalogue
-from start.errors import ConfigError
+from start.errors import ConfigError, ParseFailed
 from start.looplag import LoopLag
 from start.service import EngineContext, Service
 from start.strays import mark_of
@@ -24,17 +32,21 @@ from start.transient import transient_spec
 
 KILL_REAP_GRACE = 3.0  # after a SIGKILL, how long to wait for the kernel to let us reap
 
+Loader = Callable[[], Awaitable[Catalogue]]  # a fresh catalogue, parsed off the event loop
+
 
 class Pod:
     def __init__(
         self,
         catalogue: Catalogue,
         ctx: EngineContext,
-        loader: Callable[[], Catalogue] | None = None,
+        loader: Loader | None = None,
+        checker: Callable[[], Awaitable[CatalogueCheck]] | None = None,
     ) -> None:
         self.catalogue = catalogue
         self.ctx = ctx
         self.loader = loader
+        self.checker = checker
         self.services = ctx.services
         for spec in catalogue.services:
             self.services[spec.name] = Service(spec, ctx)
@@ -44,6 +56,7 @@ class Pod:
         self.reload_errors: tuple[str, ...] = ()
         self._lag = LoopLag(ctx.loop)  # measured when asked: no heartbeat waking PID 1
         self._reloading = asyncio.Lock()  # one reload at a time (SIGHUP beside a file change)
+        self._queued: asyncio.Task[tuple[bool, list[str]]] | None = None  # waits for the lock
 
     # -- boot ---------------------------------------------------------------------------------
 
@@ -90,6 +103,16 @@ class Pod:
 
     def pids_of(self, name: str) -> list[int]:
         return self._get(name).pids()
+
+    async def check_catalogue(self) -> CatalogueCheck:
+        if self.checker is None:
+            return CatalogueCheck(valid=False, ran=False, summary="no check",
+                                  problems=("this pod was started without a catalogue to "
+                                            "check",))
+        return await self.checker()
+
+    def log_path(self, name: str) -> str:
+        return str(self.ctx.logs_dir / f"{name}.log")
 
     def _get(self, name: str) -> Service:
         service = self.services.get(name)
@@ -183,28 +206,46 @@ class Pod:
     # -- reload -------------------------------------------------------------------------------
 
     async def reload(self) -> tuple[bool, list[str]]:
-        if self.loader is None:
+        """Re-read the catalogue and apply the difference. Requests are coalesced: while one
+        reload runs, every new request joins the one queued behind it (which reads the files
+        after all of them came), so a SIGHUP storm is at most one running and one queued."""
+        loader = self.loader
+        if loader is None:
             return False, ["this pod was started without a catalogue to re-read"]
+        if self._queued is None:
+            self._queued = asyncio.ensure_future(self._when_free(loader))
+        # Shielded: a caller that goes away (a podctl client) must not cancel the others' reload.
+        return await asyncio.shield(self._queued)
+
+    async def _when_free(self, loader: Loader) -> tuple[bool, list[str]]:
         async with self._reloading:
-            return await self._reload(self.loader)
+            self._queued = None  # running now: a request from here on queues the next one
+            return await self._reload(loader)
 
     async def apply(self, catalogue: Catalogue) -> tuple[bool, list[str]]:
         """Apply a catalogue already parsed, as a reload applies the one it reads."""
-        async with self._reloading:
-            return await self._reload(lambda: catalogue)
+        async def parsed() -> Catalogue:
+            return catalogue
 
-    async def _reload(self, loader: Callable[[], Catalogue]) -> tuple[bool, list[str]]:
+        async with self._reloading:
+            return await self._reload(parsed)
+
+    async def _reload(self, loader: Loader) -> tuple[bool, list[str]]:
         if self.draining:  # a reload now would bring back what the drain is stopping
-            self.ctx.emit("reload_ignored", reason="draining", level="warning")
-            return False, ["the pod is draining; the catalogue was not re-read"]
+            return self._ignored()
         try:
-            new = loader()
+            new = await loader()
         except ConfigError as error:
-            self.reload_errors = tuple(error.problems)
-            if self.ctx.metrics is not None:
-                self.ctx.metrics.count_reload_failure()
             self.ctx.emit("reload_rejected", problems=error.problems, level="error")
-            return False, ["catalogue rejected, the running pod is unchanged:", *error.problems]
+            return self._refused(error.problems,
+                                 "catalogue rejected, the running pod is unchanged:")
+        except ParseFailed as error:
+            if self.draining:  # the drain stopped the parse (Engine.drain)
+                return self._ignored()
+            self.ctx.emit("reload_failed", reason=error.reason, error=str(error), level="error")
+            return self._refused([str(error)], "reload failed, the running pod is unchanged:")
+        if self.draining:  # began while the catalogue was parsed
+            return self._ignored()
         self.reload_errors = ()
         # Transient services are not the catalogue's: a reload keeps them, unless the catalogue
         # now names one, whose name the catalogue's service takes.
@@ -242,6 +283,17 @@ class Pod:
         self.ctx.emit("reloaded", added=[s.name for s in added], removed=removed,
                       changed=[s.name for s in changed])
         return True, messages or ["no change"]
+
+    def _ignored(self) -> tuple[bool, list[str]]:
+        self.ctx.emit("reload_ignored", reason="draining", level="warning")
+        return False, ["the pod is draining; the catalogue was not re-read"]
+
+    def _refused(self, problems: list[str], headline: str) -> tuple[bool, list[str]]:
+        """The catalogue stays as it runs; the problems are shown (status) and counted."""
+        self.reload_errors = tuple(problems)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.count_reload_failure()
+        return False, [headline, *problems]
 
     # -- drain --------------------------------------------------------------------------------
 

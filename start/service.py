@@ -513,6 +513,9 @@ class Service:
             self._feed(lifecycle.ReadyPassed())
 
     def _on_reaped(self, proc: ChildProcess, status: int) -> None:
+        for pump in list(self._pumps):  # what it wrote before it died goes out before `exited`
+            if pump.pid == proc.pid:
+                pump.catch_up()
         proc.mark_reaped(status)
         proc.kill_leftovers()  # grandchildren go before anything starts again
         self._leftovers = (proc, self.ctx.clock() + LEFTOVER_WAIT)

@@ -6,8 +6,22 @@ depends on the settings, never on the CLI that makes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+# What a reload's parse may take. A catalogue of 1000 services parses in ~2 s on one busy core,
+# inside 64 MiB of address space; the limits are there to stop a runaway parse, not a big one.
+RELOAD_SECONDS = 30.0
+RELOAD_MEMORY_MIB = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadLimits:
+    """What a reload's parse may take (start.reparse): CODITECT_RELOAD_TIMEOUT and
+    CODITECT_RELOAD_MEMORY."""
+
+    seconds: float = RELOAD_SECONDS
+    memory_mib: int = RELOAD_MEMORY_MIB
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +38,4 @@ class Settings:
     log_format: str
     check_only: bool
     termination_log: Path | None = None  # where the one-line reason for exiting goes
+    reload_limits: ReloadLimits = field(default_factory=ReloadLimits)

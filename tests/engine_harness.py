@@ -53,7 +53,11 @@ async def running_pod(catalogue_dir: Path, logs_dir: Path, **pacing: float
     ctx = EngineContext(loop=loop, reaper=reaper, console=console, emit=recorder,
                         logs_dir=logs_dir, base_env=dict(os.environ), pacing=Pacing(**pacing))
     catalogue: Catalogue = load_catalogue(catalogue_dir)
-    pod = Pod(catalogue, ctx, loader=lambda: load_catalogue(catalogue_dir))
+
+    async def reload() -> Catalogue:
+        return load_catalogue(catalogue_dir)
+
+    pod = Pod(catalogue, ctx, loader=reload)
     pod.boot()
     try:
         yield pod, recorder

@@ -17,6 +17,7 @@ import aiohttp
 
 from healthz.metrics import PodMetrics
 from healthz.model import (
+    CatalogueCheck,
     PodSnapshot,
     RunRequest,
     ServiceSnapshot,
@@ -76,6 +77,9 @@ class FakePod:
         self.fail_with: str | None = None  # when set, verbs raise VerbFailed(fail_with)
         self.crash: Exception | None = None  # when set, verbs raise it (an engine bug)
         self.reload_answer: tuple[bool, list[str]] = (True, ["no change"])
+        self.check_answer = CatalogueCheck(valid=True, summary="catalogue valid: 5 services",
+                                           catalogue="/catalogue")
+        self.logs_dir = Path("/nonexistent")  # where log_path points; a test sets its own
 
     def update(self, name: str, **changes: object) -> None:
         self.services[name] = dataclasses.replace(self.services[name], **changes)  # type: ignore[arg-type]
@@ -134,6 +138,15 @@ class FakePod:
         if self.gate is not None:
             await self.gate.wait()
         return self.reload_answer
+
+    async def check_catalogue(self) -> CatalogueCheck:
+        self.calls.append(Call("check", ""))
+        if self.gate is not None:
+            await self.gate.wait()
+        return self.check_answer
+
+    def log_path(self, name: str) -> str:
+        return str(self.logs_dir / f"{name}.log")
 
     async def _verb(self, verb: str, name: str, arg: int | None = None) -> None:
         self.calls.append(Call(verb, name, arg))

@@ -24,7 +24,7 @@ import pytest
 import healthz.server
 from bench.wait import until
 from healthz.metrics import PodMetrics
-from healthz.model import State
+from healthz.model import CatalogueCheck, State
 from healthz.podctl_errors import PodctlError, check_name
 from healthz.server import HealthServer, bind_unix, parse_addr
 from tests.health_support import (
@@ -384,6 +384,63 @@ async def test_reload(pod: FakePod, tmp_path: Path) -> None:
         assert doc["messages"] == ["conf.d/x.conf [program:x] startsecss: unknown key"]
         status, doc = await call(faces, "POST", "/v1/reload?wait=0")
         assert (status, doc["ok"]) == (202, True)
+
+
+async def test_check_gives_findings_only(pod: FakePod, tmp_path: Path) -> None:
+    """GET /v1/check: the engine's findings on the catalogue it runs from, nothing else."""
+    pod.check_answer = CatalogueCheck(
+        valid=False, problems=("x.conf:3: [program:x] startsecs: expected a whole number of "
+                               "seconds, got 'two'",),
+        summary="catalogue invalid (1 problem)", catalogue="/cat", overlay="/over.conf")
+    async with running_faces(pod, tmp_path) as faces:
+        status, doc = await call(faces, "GET", "/v1/check")
+    assert status == 200
+    assert doc == {"valid": False, "ran": True, "problems": list(pod.check_answer.problems),
+                   "warnings": [], "notes": [], "summary": "catalogue invalid (1 problem)",
+                   "catalogue": "/cat", "overlay": "/over.conf"}
+
+
+async def test_logs_route(pod: FakePod, tmp_path: Path) -> None:
+    """GET /v1/logs/NAME: the last lines as bytes (reaching into `.1`); every refusal is
+    JSON, a bad name or count before the file is looked for."""
+    pod.logs_dir = tmp_path / "logs"
+    pod.logs_dir.mkdir()
+    (pod.logs_dir / "theia.log.1").write_bytes(b"one\ntwo\n")
+    (pod.logs_dir / "theia.log").write_bytes(b"three\n\x1b[31mred\x00\n")
+    async with running_faces(pod, tmp_path) as faces:
+        async with faces.unix.get("http://pod/v1/logs/theia?lines=3") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "application/octet-stream"
+            assert await resp.read() == b"two\nthree\n\x1b[31mred\x00\n"  # bytes as they are
+        async with faces.unix.get("http://pod/v1/logs/theia") as resp:
+            assert await resp.read() == b"one\ntwo\nthree\n\x1b[31mred\x00\n"
+        async with faces.unix.get("http://pod/v1/logs/theia?lines=0") as resp:
+            assert await resp.read() == b""
+        assert await call(faces, "GET", "/v1/logs/-x") == (400, {"error": "bad service name '-x'"})
+        status, doc = await call(faces, "GET", "/v1/logs/theia?lines=-1")
+        assert status == 400 and doc["error"].startswith("lines must be a whole number")
+        status, doc = await call(faces, "GET", "/v1/logs/theia?follow=maybe")
+        assert (status, doc) == (400, {"error": "follow must be 0 or 1, not 'maybe'"})
+        assert await call(faces, "GET", "/v1/logs/nosuch") == (
+            404, {"error": "no service named 'nosuch'"})
+        status, doc = await call(faces, "GET", "/v1/logs/nginx")
+        assert status == 404 and doc["error"].startswith("no log for nginx yet at ")
+
+
+async def test_a_followed_log_ends_when_the_listener_closes(
+        pod: FakePod, tmp_path: Path) -> None:
+    """A client following a quiet log does not hold the pod's shutdown."""
+    pod.logs_dir = tmp_path / "logs"
+    pod.logs_dir.mkdir()
+    (pod.logs_dir / "theia.log").write_bytes(b"quiet\n")
+    async with running_faces(pod, tmp_path) as faces:
+        resp = await faces.unix.get("http://pod/v1/logs/theia?follow=1")
+        assert await resp.content.readline() == b"quiet\n"
+        began = time.monotonic()
+        await faces.server.stop()
+        assert time.monotonic() - began < 1.5  # not the 2 s shutdown timeout
+        assert await asyncio.wait_for(resp.content.read(), 5) == b""
+        resp.close()
 
 
 async def test_errors_under_v1_are_json(pod: FakePod, tmp_path: Path) -> None:

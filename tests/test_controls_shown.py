@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from healthz.controls import EscapingWriter, escape_controls
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, RunningPod, wait_for, write_catalogue
 from tests.test_logs_console import _console_output
 
 HOSTILE = (b"clip \x1b]52;c;ZXZpbA==\x07 clear \x1b[2J csi \xc2\x9b31m cr \r bell \x07 "
@@ -75,13 +75,35 @@ def test_console_format_escapes_the_child_but_keeps_our_colour() -> None:
 
 def test_podctl_logs_on_a_tty_escapes_and_through_a_pipe_passes_bytes(tmp_path: Path) -> None:
     """`podctl logs` to a terminal shows the escapes; to a pipe, the bytes as they are (what
-    the child wrote, for tools)."""
+    the child wrote, for tools). The log file read here (`--home`)."""
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "svc.log").write_bytes(HOSTILE)
-    command = [sys.executable, "-m", "healthz.podctl", "--home", str(tmp_path), "logs", "svc"]
+    _shown_and_passed([sys.executable, "-m", "healthz.podctl", "--home", str(tmp_path), "logs",
+                       "svc"])
+
+
+def test_podctl_logs_through_the_pod_escapes_on_a_tty_too(tmp_path: Path) -> None:
+    """The same when the pod reads the log and streams it over the socket: it passes the bytes,
+    podctl escapes them for a terminal."""
+    (tmp_path / "hostile").write_bytes(HOSTILE)
+    catalogue = write_catalogue(tmp_path / "catalogue", {"svc": {
+        "command": f"/bin/sh -c 'cat {tmp_path / 'hostile'}; exec sleep 120'",
+        "startsecs": "0"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("health_listening", timeout=20)
+        log = tmp_path / "home" / "logs" / "svc.log"
+        wait_for(lambda: log.exists() and log.read_bytes() == HOSTILE, 10, "the child's log")
+        _shown_and_passed([sys.executable, "-m", "healthz.podctl", "--socket",
+                           str(pod.run_dir / "podctl.sock"), "logs", "svc"])
+    finally:
+        pod.stop()
+
+
+def _shown_and_passed(command: list[str]) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     piped = subprocess.run(command, capture_output=True, timeout=30, env=env, cwd=ROOT)
-    assert piped.returncode == 0 and piped.stdout == HOSTILE
+    assert piped.returncode == 0 and piped.stdout == HOSTILE, piped.stderr
 
     controller, terminal = pty.openpty()
     try:

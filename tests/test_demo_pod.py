@@ -232,15 +232,15 @@ def test_reload_changes_nothing(demo: Demo) -> None:
 
 
 def test_doctor_sees_the_demo_pod(demo: Demo) -> None:
-    """doctor with the demo's environment: the pod, the demo's catalogue (with its overlay),
-    our file monitor, CODITECT_HOME and the health port all check out."""
+    """doctor with the demo's environment: the pod, the demo's catalogue (the pod's own check,
+    with its overlay), our file monitor, CODITECT_HOME and the health port all check out."""
     env = {**demo.env, "CODITECT_CATALOGUE": str(ROOT / "supervisor"),
            "CODITECT_CATALOGUE_OVERLAY": str(ROOT / "demo" / "overlay.conf"),
            "CODITECT_HEALTH_ADDR": f"127.0.0.1:{HEALTH_PORT}"}
     done = demo.podctl("doctor", env=env)
     report = done.stdout
     assert re.search(rf"\[ok\]\s+{re.escape(str(demo.socket))}\s+5 services", report), report
-    assert re.search(r"\[ok\]\s+python -P -m start --check\s+valid", report), report
+    assert re.search(r"\[ok\]\s+the pod's catalogue\s+valid, as the pod reads it", report), report
     assert re.search(r"\[ok\]\s+coditect-file-monitor\s", report), report
     assert re.search(rf"\[ok\]\s+{re.escape(str(demo.home))}\s+exists and is writable", report)
     assert re.search(rf"\[ok\]\s+127.0.0.1:{HEALTH_PORT}\s+/livez answers 200", report), report

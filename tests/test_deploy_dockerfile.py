@@ -129,7 +129,7 @@ def test_every_package_of_the_distribution_is_copied_in() -> None:
     directories = {setuptools["package-dir"].get(p, p) for p in tops}
     copied = {src for sources, dest, stage in copies() if stage is None
               and dest.startswith("/tmp/coditect-pod") for src in sources}
-    assert directories | {"pyproject.toml", "README.md"} <= copied
+    assert directories | {"pyproject.toml", "README.md", "LICENSE"} <= copied
 
 
 def test_every_program_of_the_catalogue_is_in_the_image() -> None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from start.logs import CHUNK, MAX_PARTIAL_LINE
 from tests.support import ROOT, RunningPod, wait_for, write_catalogue
 
 LINES = 20_000
+CHILD_KEYS = {"ts", "service", "stream", "pid", "message"}  # docs/EVENTS.md, "One stream"
+EVENT_KEYS = CHILD_KEYS | {"level", "event", "logger"}
 # Python, so the child writes fast and in big chunks: partial lines across reads happen.
 WRITER = (f"{sys.executable} -c \"import sys; "
           "[sys.stdout.write('seq %%06d ' %% i + 'x' * (i %% 50) + chr(10)) "
@@ -101,5 +105,39 @@ def test_unwritable_log_file_never_stops_the_service(tmp_path: Path) -> None:
         assert "Traceback" not in "".join(pod.stderr)
         pod.signal(signal.SIGTERM)
         assert pod.wait() == 0
+    finally:
+        pod.stop()
+
+
+def _stdout_of(pod: RunningPod) -> list[dict[str, Any]]:
+    with pod._lock:
+        return list(pod.lines)
+
+
+def test_the_engine_writes_its_events_and_a_childs_lines_in_order(tmp_path: Path) -> None:
+    """A real engine: the child prints at once, while the engine still holds its events (boot);
+    its `spawned` comes first all the same, every line's `ts` in order, each kind with its
+    keys, and a child's JSON line embedded as an object."""
+    said = json.dumps({"level": "info", "message": "watching", "root": "/workspace"})
+    script = tmp_path / "talker.py"
+    script.write_text(f"print('hello')\nprint({said!r}, flush=True)\n")
+    catalogue = write_catalogue(tmp_path / "cat", {
+        "talker": {"command": f"{sys.executable} {script}", "startsecs": "0",
+                   "autorestart": "false"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    try:
+        pod.wait_event("exited", service="talker", timeout=20)
+        pod.wait_event("health_libraries_imported", timeout=20)
+        lines = _stdout_of(pod)
+        talker = [line for line in lines if line["service"] == "talker"]
+        seen = [t.get("event") or t["message"] for t in talker
+                if t.get("event") in (None, "spawned", "exited")]  # `ready` may come anywhere
+        assert seen == ["spawned", "hello", "watching", "exited"]
+        assert talker[0]["message"] == f"spawned talker pid={talker[0]['pid']}"
+        assert next(t for t in talker if t["message"] == "watching")["json"] == json.loads(said)
+        assert [line["ts"] for line in lines] == sorted(line["ts"] for line in lines)
+        assert all(set(line) >= EVENT_KEYS for line in lines if line["stream"] == "event")
+        assert all(set(line) - {"json"} == CHILD_KEYS
+                   for line in lines if line["stream"] != "event")
     finally:
         pod.stop()

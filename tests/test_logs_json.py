@@ -11,13 +11,14 @@ import os
 import tempfile
 from json.encoder import encode_basestring
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from start.logs import Console, Pump, ServiceLog
-from start.logs_json import ESCAPES, encode, escaped, timestamp
+from start.logs_json import EMBED_MAX, ESCAPES, encode, escaped, timestamp
 
 HEAD = b'{"ts": "2026-01-01T00:00:00.000Z", "service": "svc", "stream": "stdout", "pid": 7, ' \
        b'"message": "'
@@ -44,7 +45,8 @@ FRAGMENTS = st.one_of(
                      b"\xe2\x82", b"\xed\xa0\x80", "\u2028".encode()]),
     st.sampled_from([b"\n", b"\r\n", b"\n\n"]),
 )
-DATA = st.lists(FRAGMENTS, max_size=60).map(b"".join)
+# No "{": a line that is a JSON object is embedded (tested on its own below), not a string.
+DATA = st.lists(FRAGMENTS, max_size=60).map(lambda pieces: b"".join(pieces).replace(b"{", b"("))
 
 
 @given(chunk=DATA)
@@ -133,3 +135,79 @@ def test_pump_writes_every_line_once_wherever_reads_cut(data: bytes, cuts: list[
     for line, obj in zip(lines, objects, strict=True):
         assert obj.endswith(encode_basestring(line.decode("utf-8", "replace")).encode() + b"}")
         assert json.loads(obj)["pid"] == 7
+
+
+def _records(chunk: bytes) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in _encoded(HEAD, chunk).split(b"\n")[:-1]]
+
+
+def test_a_line_that_is_a_json_object_is_embedded_under_json() -> None:
+    """A JSON-logging child (our file monitor): its object under `json`, its own message (or
+    `msg`, or `event`) as `message`, the plain lines around it untouched and in order."""
+    monitor = {"ts": "2026-01-01T00:00:00Z", "level": "info", "message": "watching",
+               "root": "/workspace", "nested": {"n": [1, 2.5, None, True]}}
+    chunk = (b"plain before\n" + json.dumps(monitor).encode() + b"\n"
+             + b'{"msg": "from msg", "x": 1}\n{"event": "from event"}\n{"n": 1}\n'
+             + "{\"message\": \"caf\u00e9 \\\"quoted\\\"\"}\n".encode() + b"plain after\n")
+    records = _records(chunk)
+    assert [r["message"] for r in records] == [
+        "plain before", "watching", "from msg", "from event", '{"n": 1}',
+        'caf\u00e9 "quoted"', "plain after"]
+    assert records[1]["json"] == monitor
+    assert records[4]["json"] == {"n": 1}
+    assert all("json" not in records[i] for i in (0, 6))
+    assert all(set(r) - {"json"} == {"ts", "service", "stream", "pid", "message"}
+               for r in records)
+
+
+def test_an_object_is_embedded_as_its_own_text() -> None:
+    """Not parsed and written again: what JSON allows and Python would write otherwise (a
+    number beyond a float, a lone surrogate's escape, key order, spacing) is kept, and the
+    line's own whitespace around it ("\r" of a CRLF line) is not."""
+    line = b'{"big": 1e999, "s": "\\ud800", "b": 1,"a": [ ]}'
+    objects, length = encode(HEAD, line + b"\r\n")
+    assert (HEAD + objects[:length]).endswith(b'"json": ' + line + b"}\n")
+    [record] = _records(line + b"\r\n")
+    assert record["json"]["big"] == float("inf") and record["json"]["s"] == "\ud800"
+    assert record["message"] == line.decode() + "\r"
+
+
+@pytest.mark.parametrize("line", [
+    b"{" + b'"k": "' + b"x" * EMBED_MAX + b'"}',  # huge
+    b'{"k": 1',  # cut short
+    b"{not json}",
+    b'{"k": NaN}',  # Python reads it; JSON has no NaN
+    b'{"k": -Infinity}',
+    b'{"k": "\xff"}',  # invalid UTF-8
+    b'{"k": "raw\ttab"}',  # a control character inside a string
+    b"{" * 20_000,  # too long, and too deep to parse
+    b'{"a": ' * 1500 + b"1" + b"}" * 1500,  # short enough, too deep to parse
+    b'{"k": 1} trailing',
+], ids=["huge", "cut", "invalid", "nan", "infinity", "bad-utf8", "control", "braces",
+        "deep", "trailing"])
+def test_a_huge_or_invalid_json_line_stays_a_string(line: bytes) -> None:
+    """Whatever looks like an object but is not one a collector could read stays the line."""
+    [record] = _records(line + b"\n")
+    assert "json" not in record
+    assert record["message"] == line.decode("utf-8", "replace")
+    assert _encoded(HEAD, line + b"\n") == _reference(HEAD, line + b"\n")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(), lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+
+
+@given(objects=st.lists(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=6),
+                        max_size=5), plain=DATA)
+@settings(max_examples=100, deadline=None)
+def test_any_json_object_line_is_embedded_as_it_was(objects: list[dict[str, Any]],
+                                                    plain: bytes) -> None:
+    """Any object (any keys, nesting, text; no lone surrogate, which hypothesis's text never
+    holds) comes back equal under `json`, after the plain lines, in its place."""
+    lines = [json.dumps(obj, ensure_ascii=i % 2 == 0).encode() for i, obj in enumerate(objects)]
+    chunk = plain + (b"\n" if plain and not plain.endswith(b"\n") else b"") + b"".join(
+        line + b"\n" for line in lines)
+    records = _records(chunk)
+    assert [r.get("json") for r in records] == [None] * (len(records) - len(objects)) + objects

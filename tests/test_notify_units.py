@@ -169,4 +169,4 @@ def test_a_datagram_socket_of_the_kind_children_use() -> None:
         _, ancillary, _, _ = right.recvmsg(64, socket.CMSG_SPACE(12))
         from start.notify import _sender
 
-        assert _sender(ancillary) == os.getpid()
+        assert _sender(ancillary) == (os.getpid(), [])

@@ -74,6 +74,11 @@ class FakePod:
         self.hang = False  # answer nothing until the server stops
         self.shutting_down = False  # verbs answer 503, as during a drain's last moments
         self.released: asyncio.Event | None = None
+        self.check_answer: dict[str, Any] | None = {  # None: an engine without /v1/check
+            "valid": True, "ran": True, "problems": [], "warnings": ["theia: no live probe"],
+            "notes": ["[program:x] stdout_logfile: no effect here"],
+            "summary": "catalogue valid: 3 services (nginx, theia, codi2)",
+            "catalogue": "/cat", "overlay": "/over.conf"}
 
     def ready(self) -> bool:
         critical = [s for s in self.services.values() if s["critical"]]
@@ -88,6 +93,8 @@ class FakePod:
             app.router.add_get("/v1/health", self.health)
             app.router.add_post("/v1/services/{name}/{verb}", self.order)
             app.router.add_post("/v1/reload", self.reload)
+            if self.check_answer is not None:
+                app.router.add_get("/v1/check", self.check)
         return app
 
     @web.middleware
@@ -167,6 +174,9 @@ class FakePod:
 
     async def reload(self, request: web.Request) -> web.Response:
         return web.json_response(self.reload_answer)
+
+    async def check(self, request: web.Request) -> web.Response:
+        return web.json_response(self.check_answer)
 
 
 class FakeServer:
@@ -609,6 +619,57 @@ def test_help_lists_the_exit_codes(capsys: Any) -> None:
     assert "exit codes:" in out and "4  pod unreachable" in out
 
 
+# --- validate with a pod -------------------------------------------------------------------
+
+
+def test_validate_asks_the_pod_and_says_so(
+    server: FakeServer, env: dict[str, str], capsys: Any
+) -> None:
+    """Without DIR, the pod's own check: its notes, warnings and verdict, and whose it is."""
+    assert podctl("validate", env=env) == 0
+    said = capsys.readouterr()
+    assert said.out == (
+        "note: [program:x] stdout_logfile: no effect here\n"
+        "warning: theia: no live probe\n"
+        "catalogue valid: 3 services (nginx, theia, codi2) (the running pod's catalogue /cat "
+        "with its overlay /over.conf, in its environment)\n")
+    assert said.err == ""
+    assert ("GET", "/v1/check", {}) in server.pod.calls
+
+
+def test_validate_of_an_invalid_pod_catalogue_is_78(
+    server: FakeServer, pod: FakePod, env: dict[str, str], capsys: Any
+) -> None:
+    """The pod's problems, one a line on stderr, and the engine's code for them."""
+    pod.check_answer = {"valid": False, "ran": True, "warnings": [], "notes": [],
+                        "problems": ["/cat/x.conf:3: [program:x] startsecs: expected a whole "
+                                     "number of seconds, got 'two'"],
+                        "summary": "catalogue invalid (1 problem); nothing started",
+                        "catalogue": "/cat", "overlay": None}
+    assert podctl("validate", env=env) == 78
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ("podctl: /cat/x.conf:3: [program:x] startsecs: expected a whole number "
+                      "of seconds, got 'two'")
+    assert err[1].startswith("podctl: catalogue invalid (1 problem): the running pod's "
+                             "catalogue /cat, in its environment;")
+    pod.check_answer = {**pod.check_answer, "ran": False,
+                        "problems": ["the catalogue check did not finish in 60s"]}
+    assert podctl("validate", env=env) == 1
+
+
+def test_validate_with_an_older_engine_checks_here(
+    server: FakeServer, pod: FakePod, env: dict[str, str], capsys: Any
+) -> None:
+    """An engine without /v1/check: the check is made here, and stderr says why."""
+    pod.check_answer = None
+    with FakeServer(pod, os.path.join(os.path.dirname(server.socket_path), "old.sock")) as old:
+        code = podctl("validate", "--socket", old.socket_path,
+                      env={**env, "CODITECT_CATALOGUE": "/nonexistent-catalogue"})
+    assert code == 78
+    assert capsys.readouterr().err.startswith(
+        "podctl: the pod cannot check (the pod does not know GET /v1/check")
+
+
 # --- doctor with a pod ---------------------------------------------------------------------
 
 
@@ -621,6 +682,7 @@ def test_doctor_sees_the_pod_and_its_health_port(
     out = capsys.readouterr().out
     assert "3 services, 2 running and ready" in out
     assert "[warn] codi2" in out
+    assert "[ok]   the pod's catalogue  valid, as the pod reads it (/cat + /over.conf)" in out
     assert f"[ok]   127.0.0.1:{server.health_port}  /livez answers 200 ok" in out
 
 

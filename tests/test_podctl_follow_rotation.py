@@ -1,5 +1,6 @@
-"""`podctl logs -f` loses nothing across rotation: 200,000 lines through the engine's own
-rotation (small files, rotated many times between two looks), each exactly once, in order."""
+"""`podctl logs -f` on the files (`--home`) loses nothing across rotation: 200,000 lines
+through the engine's own rotation (small files, rotated many times between two looks), each
+exactly once, in order. Through the socket: tests/test_podctl_asks_the_pod.py."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def test_follow_sees_every_line_once_in_order_through_rapid_rotation(tmp_path: P
     try:
         wait_for(lambda: (logs / "svc.log").exists(), 15, "the writer's log")
         follower = subprocess.Popen(
-            [sys.executable, "-m", "healthz.podctl", "logs", "svc", "-n", "1", "-f"],
+            [sys.executable, "-m", "healthz.podctl", "--home", str(tmp_path / "home"), "logs",
+             "svc", "-n", "1", "-f"],
             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         seen: list[bytes] = []
         assert follower.stdout is not None

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import pytest
 
+from healthz.logstream import tail_start
 from healthz.podctl import main
 from healthz.podctl_logs import Follower, last_lines, tail
 
@@ -48,6 +49,31 @@ def test_last_lines(content: bytes, count: int, want: bytes, found: int) -> None
     assert last_lines(io.BytesIO(content), len(content), count) == (want, found)
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"a\nb\nc\n", b"a\nb\nc", b"a\n\n\n", b"\n", b"x", lines(1, 30_000),
+     lines(1, 9_000) + b"y" * 200_000, b"z" * 150_000 + b"\n" + lines(1, 3)],
+)
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 10, 25_000, 40_000])
+def test_the_pods_tail_agrees_with_podctls(content: bytes, count: int) -> None:
+    """`GET /v1/logs` finds where the last N lines start without holding them (tail_start):
+    the same lines and count as `last_lines`, across blocks and long lines."""
+    want, found = last_lines(io.BytesIO(content), len(content), count)
+    start, counted = tail_start(io.BytesIO(content), len(content), count)
+    assert (content[start:], counted) == (want, found)
+
+
+def test_without_a_pod_logs_reads_the_file_and_says_so(home: Path, capsys: Any) -> None:
+    """No pod behind the socket: the file is read here, and stderr says why."""
+    (home / "logs" / "theia.log").write_bytes(lines(1, 5))
+    env = {"CODITECT_HOME": str(home), "CODITECT_RUN": str(home / "no-run")}
+    assert main(["logs", "theia", "-n", "2"], env=env) == 0
+    said = capsys.readouterr()
+    assert said.out == "line 4\nline 5\n"
+    assert said.err.startswith("podctl: no pod to ask (pod unreachable: no socket at ")
+    assert said.err.endswith("; reading the log file here\n")
+
+
 def test_last_lines_across_blocks() -> None:
     """Lines longer than the read block and files of many blocks come back whole."""
     long = b"x" * 200_000
@@ -68,9 +94,9 @@ def test_tail_reaches_into_the_rotated_file(home: Path) -> None:
 
 
 def test_logs_prints_the_last_lines(home: Path, capsys: Any) -> None:
-    """`logs NAME -n 3` prints the last three lines, from $CODITECT_HOME."""
+    """`logs NAME -n 3 --home DIR` prints the last three lines, from DIR/logs."""
     (home / "logs" / "theia.log").write_bytes(lines(1, 20))
-    assert main(["logs", "theia", "-n", "3"], env={"CODITECT_HOME": str(home)}) == 0
+    assert main(["logs", "theia", "-n", "3", "--home", str(home)], env={}) == 0
     assert capsys.readouterr().out == "line 18\nline 19\nline 20\n"
 
 
@@ -212,8 +238,9 @@ def test_logs_follow_as_a_process(home: Path) -> None:
     path = home / "logs" / "codi2.log"
     path.write_bytes(lines(1, 5))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "healthz.podctl", "logs", "codi2", "-n", "2", "-f"],
-        env={**os.environ, "CODITECT_HOME": str(home)},
+        [sys.executable, "-m", "healthz.podctl", "--home", str(home), "logs", "codi2", "-n",
+         "2", "-f"],
+        env=dict(os.environ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -45,6 +45,7 @@ class Installed:
     wheel: Path
     venv: Path
     work: Path  # the working directory of every command: outside the checkout
+    build_log: str  # what the build backend said (pip wheel -v)
 
     def run(self, *argv: str,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -66,10 +67,11 @@ def wheelhouse() -> Path:
     return path
 
 
-def step(argv: list[str], cwd: Path) -> None:
+def step(argv: list[str], cwd: Path) -> str:
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=BUILD_DEADLINE,
                           check=False, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     assert done.returncode == 0, f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
 
 
 def source_copy(target: Path) -> Path:
@@ -78,7 +80,7 @@ def source_copy(target: Path) -> Path:
     build/ or *.egg-info of this test's."""
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     target.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, target / name)
     for package in setuptools["packages"]:
         if "." in package:
@@ -96,8 +98,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     source = source_copy(base / "source")
     dist = base / "dist"
     offline = ["--no-index", "--find-links", str(wheelhouse())]
-    step([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *offline, "-w", str(dist),
-          str(source)], base)
+    # -v: the build backend's own output, where setuptools says what it deprecates.
+    build_log = step([sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", *offline, "-w",
+                      str(dist), str(source)], base)
     (wheel,) = dist.glob("coditect_pod-*.whl")
     venv = base / "venv"
     # A venv of its own without pip of its own (faster); this pip installs into it.
@@ -106,7 +109,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
           *offline, str(wheel)], base)
     work = base / "elsewhere"
     work.mkdir()
-    return Installed(wheel, venv, work)
+    return Installed(wheel, venv, work, build_log)
 
 
 def test_wheel_holds_the_catalogue_under_its_own_name(installed: Installed) -> None:
@@ -117,6 +120,50 @@ def test_wheel_holds_the_catalogue_under_its_own_name(installed: Installed) -> N
     conf_d = {Path(n).name for n in names if n.startswith("coditect_pod_catalogue/conf.d/")}
     assert conf_d == {p.name for p in (ROOT / "supervisor" / "conf.d").glob("*.conf")}
     assert not [n for n in names if n.startswith("supervisor/")]
+
+
+def test_the_build_is_warning_free_and_the_licence_an_spdx_expression(
+    installed: Installed,
+) -> None:
+    """setuptools (the wheelhouse's, the newest that bootstrap found) builds it without a
+    deprecation (a `license` table stops building in 2027), and the wheel carries the
+    licence as a PEP 639 expression and its file."""
+    assert "setuptools" in installed.build_log  # the backend's output was captured
+    assert "Deprecat" not in installed.build_log, [
+        line for line in installed.build_log.splitlines() if "Deprecat" in line]
+    wheel = zipfile.ZipFile(installed.wheel)
+    (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    headers = wheel.read(metadata).decode().split("\n\n", 1)[0].splitlines()
+    assert "License-Expression: LicenseRef-Proprietary" in headers
+    assert "License-File: LICENSE" in headers
+    assert not [h for h in headers if h.startswith("License:")]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel.namelist())
+
+
+def test_help_says_what_each_flag_is_for_and_its_default(installed: Installed) -> None:
+    """Every flag has help text; the defaults are stated, the default catalogue's place is
+    the installed package's, and the catalogue's reference is named by a command."""
+    done = installed.run("coditect-start", "--help", env={"COLUMNS": "1000"})  # no wrapping
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for flag, default in (("--home DIR", "/app/.coditect"), ("--run-dir DIR", "/run/coditect"),
+                          ("--template DIR", "nothing seeded"),
+                          ("--health-addr HOST:PORT", "0.0.0.0:8081"),
+                          ("--drain-timeout SECONDS", "(default: 25)")):
+        assert f"{flag} " in text and default in text.split(flag, 2)[-1][:400], flag
+    site = installed.venv / "lib"
+    shown = text.split("installed with this package, ", 1)[1].split()[0]
+    assert site in Path(shown).parents and (Path(shown) / "supervisord.conf").is_file()
+    assert "coditect-start --help-catalogue" in text
+
+
+def test_help_catalogue_prints_the_reference_from_the_wheel(installed: Installed) -> None:
+    """`coditect-start --help-catalogue` prints docs/CATALOGUE.md, shipped as package data:
+    what the messages point at is there without the repository or a network."""
+    assert "coditect_pod_docs/CATALOGUE.md" in zipfile.ZipFile(installed.wheel).namelist()
+    done = installed.run("coditect-start", "--help-catalogue")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (ROOT / "docs" / "CATALOGUE.md").read_text()
 
 
 def test_console_scripts_are_installed(installed: Installed) -> None:

@@ -17,6 +17,7 @@ from healthz.spec import HealthSpec, parse_health_section
 from healthz.spelling import did_you_mean
 from start.catalogue import program as program_
 from start.catalogue.checks import check_services, resolve
+from start.catalogue.files import Place
 from start.catalogue.secrecy import check_secrets
 from start.catalogue.sources import Sources
 from start.catalogue.spec import Catalogue, Provenance, ServiceSpec
@@ -53,6 +54,8 @@ def build(
     if overlay is not None:
         reader.apply_overlay(overlay)
     services = _Builder(reader).build_services(check_executables=check_executables)
+    if not services and reader.files and not reader.problems:
+        _no_service(reader, main)
     problems = reader.ordered(reader.problems)
     if problems:
         if len(problems) > MAX_PROBLEMS:
@@ -65,6 +68,28 @@ def build(
         files=tuple(reader.files),
         provenance=Provenance(stamps=tuple(reader.stamps), globs=tuple(reader.globs)),
     )
+
+
+def _no_service(reader: Sources, main: Path) -> None:
+    """A pod with nothing to run is a mistake (an include that matched nothing, a catalogue
+    directory that is not the one meant), not a pod: say where the services were looked for.
+    Told only when nothing else is wrong: a problem found already is the likelier cause."""
+    if any(s.startswith("program:") for s in reader.parser.sections()):
+        where = "every [program:NAME] has numprocs = 0"
+    elif not reader.parser.has_section("include"):
+        where = f"no [program:NAME] in {main}, and no [include]"
+    elif not reader.globs:
+        where = f"no [program:NAME] in {main}, and its [include] lists no files"
+    else:
+        looked = "; ".join(f"{pattern} matched {_files(len(matches))}"
+                           for pattern, matches in reader.globs)
+        where = f"no [program:NAME] in {main} or the files its [include] names: {looked}"
+    reader.problem(Place(str(main)), f"defines no service ({where}); add a [program:NAME], "
+                   "or point --catalogue / CODITECT_CATALOGUE at the catalogue meant")
+
+
+def _files(count: int) -> str:
+    return "nothing" if count == 0 else "1 file" if count == 1 else f"{count} files"
 
 
 def _kind_hint(kind: str, rest: str) -> str:
@@ -149,6 +174,8 @@ class _Builder:
         raw = self.parser.get("supervisord", "environment", fallback="")
         try:
             text = program_.expand(raw, {**expansions, "here": self.here})
+            if (too_long := program_.value_too_long("environment", text)) is not None:
+                raise ValueError(too_long)
             pairs = program_.key_value_pairs(text)
         except ValueError as error:
             self.problem(self.place("supervisord", "environment"), program_.one_line(error))
@@ -193,7 +220,7 @@ class _Builder:
             self.problem(self.place(section, key), message)
         if built.no_effect:
             self.note(self.place(section), f"{', '.join(built.no_effect)}: accepted for "
-                      "supervisord's sake, no effect here (docs/CATALOGUE.md)")
+                      "supervisord's sake, no effect here (coditect-start --help-catalogue)")
         if not built.configs and not built.problems and not skip:
             self.note(self.place(section, "numprocs"), "0: starts no process")
         if not built.configs:

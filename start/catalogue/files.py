@@ -111,6 +111,8 @@ def scan(text: str, file: str) -> Scan:
     value = ""
     indent = 0
     bad: list[int] = []
+    hidden: list[int] = []  # lines kept from the parser, their problem already told
+    unclosed = False  # inside the body of a header whose `]` is missing
     for lineno, line in enumerate(lines, start=1):
         cut = _inline_comment(line)
         if line.strip().startswith(_COMMENT_PREFIXES):
@@ -130,7 +132,7 @@ def scan(text: str, file: str) -> Scan:
         indent = level
         header = _SECTION.match(kept)
         if header:
-            section, option = header.group("header"), None
+            section, option, unclosed = header.group("header"), None, False
             first_line = result.sections.setdefault(section, lineno)
             if first_line != lineno:
                 result.problems.append((
@@ -142,6 +144,18 @@ def scan(text: str, file: str) -> Scan:
                     Place(file, lineno, section),
                     "gives its keys to every section (a configparser rule supervisord "
                     "inherits); write them in the sections that need them"))
+            continue
+        if kept.startswith("[") and "]" not in kept:
+            # `[program:nginx` is a header with its `]` forgotten, not junk: say so, and keep
+            # the keys under it out of the section above, where they would land otherwise.
+            hidden.append(lineno)
+            section, option, unclosed = kept[1:].strip() or "?", None, True
+            result.problems.append((Place(file, lineno), (
+                f"{_shown(kept)} is an unclosed section header: end it with ']', e.g. "
+                f"[{section}]")))
+            continue
+        if unclosed:
+            hidden.append(lineno)  # under an unclosed header: reported with it
             continue
         if section is None:
             bad.append(lineno)
@@ -172,7 +186,7 @@ def scan(text: str, file: str) -> Scan:
         result.problems.append((Place(file), (
             f"{len(bad) - MAX_BAD_LINES} more lines cannot be read; is this a catalogue "
             "file?")))
-    for lineno in bad:
+    for lineno in (*bad, *hidden):
         lines[lineno - 1] = ";\n"
     result.parser_text = "".join(lines)
     return result

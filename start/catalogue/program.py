@@ -20,9 +20,14 @@ import supervisor.datatypes as d
 from supervisor.options import ServerOptions, UnhosedConfigParser
 
 from healthz.digits import ASCII_ONLY, foreign_digits
+from healthz.probe_spec import MAX_COMMAND_CHARS, command_too_long
 from healthz.spelling import did_you_mean
 
 MAX_NUMPROCS = 1000
+# Every value, once expanded, is refused past this before supervisor converts it: supervisor
+# splits `command` and `environment` with shlex, whose time grows with the square of a word's
+# length (a 1 MiB command took 12 s, and numprocs repeats it for each process).
+MAX_VALUE_CHARS = MAX_COMMAND_CHARS
 
 # Every key supervisord 4 reads in [program:x]; anything else is a typo it would ignore.
 PROGRAM_KEYS = frozenset({
@@ -115,17 +120,43 @@ def _converters() -> dict[str, Callable[[str], object]]:
         "exitcodes": d.list_of_exitcodes, "user": d.name_to_uid, "umask": d.octal_type,
         "process_name": d.process_or_group_name,
     }
-    for key in ("priority", "startsecs", "startretries", "stopwaitsecs", "numprocs",
-                "numprocs_start", "stdout_logfile_backups", "stderr_logfile_backups"):
-        table[key] = d.integer
+    for key in ("priority", "startretries", "numprocs", "numprocs_start",
+                "stdout_logfile_backups", "stderr_logfile_backups"):
+        table[key] = _whole_number("a whole number")
+    for key in ("startsecs", "stopwaitsecs"):
+        table[key] = _whole_number("a whole number of seconds")
     for key in ("autostart", "stopasgroup", "killasgroup", "redirect_stderr",
                 "stdout_events_enabled", "stderr_events_enabled", "stdout_syslog",
                 "stderr_syslog"):
         table[key] = d.boolean
     for key in ("stdout_logfile_maxbytes", "stderr_logfile_maxbytes", "stdout_capture_maxbytes",
                 "stderr_capture_maxbytes"):
-        table[key] = d.byte_size
+        table[key] = _byte_size
     return table
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _whole_number(expected: str) -> Callable[[str], object]:
+    """supervisor's `integer`, with a message that says what the key takes: its own is
+    Python's ("invalid literal for int() with base 10"), about code rather than the file."""
+
+    def convert(text: str) -> object:
+        if not _INTEGER.fullmatch(text.strip()):
+            raise ValueError(f"expected {expected}, got {text.strip()!r}")
+        return d.integer(text.strip())
+
+    return convert
+
+
+def _byte_size(text: str) -> object:
+    """supervisor's `byte_size` (`1024`, `50MB`, `1GB`), with a message that names the unit."""
+    try:
+        return d.byte_size(text)
+    except ValueError:
+        raise ValueError(f"expected a size in bytes such as 1024, 50KB, 50MB or 1GB, got "
+                         f"{text.strip()!r}") from None
 
 
 @dataclass(slots=True)
@@ -166,6 +197,9 @@ def read_program(parser: Any, section: str, group: str, names: dict[str, object]
                 values[key] = converters[key](raw[key])
                 continue
             text = expand(raw[key], names)
+            if (too_long := value_too_long(key, text)) is not None:
+                result.problems.append((key, too_long))
+                continue
             if key == "environment":
                 for name, value in key_value_pairs(text).items():
                     names[f"ENV_{name}"] = value
@@ -190,6 +224,16 @@ def read_program(parser: Any, section: str, group: str, names: dict[str, object]
     if result.problems or skip:
         return result
     return _build(parser, section, group, values, names, configfile, result)
+
+
+def value_too_long(key: str, text: str) -> str | None:
+    """Why a value is refused before supervisor converts it (None when it is not)."""
+    if key == "command":
+        return command_too_long(text)
+    if len(text) <= MAX_VALUE_CHARS:
+        return None
+    return (f"is {len(text)} characters long, more than {MAX_VALUE_CHARS}; no value "
+            "needs to be this long")
 
 
 def _check_ranges(values: dict[str, object], raw: dict[str, str], result: Program) -> None:
