@@ -5,6 +5,7 @@ refused before anything starts."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.support import PYTHON, ROOT, RunningPod, wait_for, write_catalogue
 
 SECRET = "s3cr3t-only-for-the-api"
 ENVIRON = {"PATH": "/usr/bin:/bin", "HOME": "/root", "TOKEN": SECRET, "PLAIN": "everyone"}
+ENVIRON_WITHOUT_TOKEN = {k: v for k, v in ENVIRON.items() if k != "TOKEN"}
 
 
 def environ_of(pid: int) -> dict[str, str]:
@@ -206,5 +208,29 @@ def test_a_transient_service_is_not_given_the_pods_secrets(tmp_path: Path) -> No
         assert environ_of(pids["plain"])["CODITECT_WITHHELD"] == "TOKEN"
         assert environ_of(pids["own"])["TOKEN"] == "mine"
         assert environ_of(pids["api"])["TOKEN"] == SECRET
+    finally:
+        pod.stop()
+
+
+def test_a_reload_and_the_pods_own_check_still_see_the_secret(tmp_path: Path) -> None:
+    """PID 1's os.environ holds no secret; a reload's parse and `GET /v1/check` (podctl
+    validate against the pod) are given the environment it started with, so `requires_env`
+    passes there as it did at the boot."""
+    location = two_services(tmp_path)
+    api = location / "conf.d" / "api.conf"
+    api.write_text(api.read_text() + "requires_env=TOKEN\n")
+    pod = RunningPod(location, tmp_path / "home", env={"TOKEN": SECRET})
+    socket = pod.run_dir / "podctl.sock"
+    try:
+        pod.wait_event("health_listening", 20)
+        api.write_text(api.read_text().replace("/bin/sleep 1000", "/bin/sleep 1001"))
+        pod.signal(signal.SIGHUP)
+        pod.wait_event("reloaded", 30)
+        assert not pod.events("reload_rejected"), pod.tail()
+        done = subprocess.run([*podctl_command(), "--socket", str(socket), "validate"],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=90,
+                              check=False, env={**ENVIRON_WITHOUT_TOKEN, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert SECRET not in done.stdout + done.stderr
     finally:
         pod.stop()
