@@ -31,7 +31,9 @@ def _extra_api(port: int) -> str:
             "[health:api-extra]\n"
             f"ready=http://127.0.0.1:{port}/api/v5/health\n"
             "interval=1s\n"
-            "critical=false\n")
+            "critical=false\n"
+            # The stand-in needs the API's secret, which reaches only the services naming it.
+            "secrets=JWT_SECRET\n")
 
 
 SCRATCH = "[program:scratch]\ncommand=sleep 600\nstartsecs=0\n\n[health:scratch]\ncritical=false\n"
