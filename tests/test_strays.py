@@ -10,6 +10,9 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
+from healthz.podctl_client import PodClient
 from tests.support import RunningPod, pid_alive, wait_for, write_catalogue
 
 # Each escape a terminal in the IDE makes possible, every pid written where the test reads it
@@ -67,5 +70,56 @@ def test_a_killed_run_takes_its_escaped_descendants_with_it(tmp_path: Path) -> N
     finally:
         pod.stop()
         for recorded in pids.iterdir():  # a failed run's escapees, by the pids they wrote
+            with contextlib.suppress(ValueError, ProcessLookupError):
+                os.kill(int(recorded.read_text()), signal.SIGKILL)
+
+
+ENDINGS = ("liveness", "stop", "restart", "reload")
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_every_way_a_run_ends_takes_its_escapees(tmp_path: Path, ending: str) -> None:
+    """The run ends by a liveness restart, `stop`, `restart` or a reload that changed the
+    service: its setsid, nohup and double-forked descendants are gone with it (the kill -9 and
+    drain endings are the test above); the neighbour's process lives on."""
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = tmp_path / "escapes.sh"
+    script.write_text(ESCAPES)
+    hang = tmp_path / "hang"  # liveness fails while this file exists
+    catalogue = write_catalogue(
+        tmp_path / "cat",
+        {"dev": {"command": f"sh {script}", "startsecs": "0", "stopwaitsecs": "3",
+                 "environment": 'EDITION="1"'},
+         "neighbour": {"command": "sleep 1000", "startsecs": "0"}},
+        {"dev": {"live": f"exec:test ! -e {hang}", "interval": "500ms", "failures": "1"}})
+    pod = RunningPod(catalogue, tmp_path / "home", env={"PIDS": str(pids)})
+    try:
+        spawned = {e["service"]: e["pid"] for e in pod.wait_event("spawned", count=2)}
+        first = wait_for(lambda: escaped_pids(pids, spawned["dev"]), 10, "the escapes started")
+        assert all(pid_alive(p) for p in first.values()), first
+        pod.wait_event("health_listening")
+        control = PodClient(str(pod.run_dir / "podctl.sock"), 30)
+        if ending == "liveness":
+            hang.touch()
+        elif ending == "reload":
+            conf = catalogue / "conf.d" / "dev.conf"
+            conf.write_text(conf.read_text().replace('EDITION="1"', 'EDITION="2"'))
+            control.call("POST", "/v1/reload")
+        else:
+            control.call("POST", f"/v1/services/dev/{ending}")
+        wait_for(lambda: not any(pid_alive(p) for p in first.values()), 10,
+                 lambda: f"the ended run's escapees gone after {ending}: {first}")
+        assert pid_alive(spawned["neighbour"])
+        hang.unlink(missing_ok=True)
+        if ending != "stop":  # a new run, with escapees of its own that the drain ends
+            respawned = pod.wait_event("spawned", count=2, service="dev")[-1]["pid"]
+            second = wait_for(lambda: escaped_pids(pids, respawned), 10, "the new run's escapes")
+            assert all(pid_alive(p) for p in second.values()), second
+        pod.signal(signal.SIGTERM)
+        assert pod.wait() == 0, pod.tail()
+    finally:
+        pod.stop()
+        for recorded in pids.iterdir():
             with contextlib.suppress(ValueError, ProcessLookupError):
                 os.kill(int(recorded.read_text()), signal.SIGKILL)
