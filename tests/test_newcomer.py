@@ -55,7 +55,7 @@ def test_readme_states_the_newcomer_path() -> None:
     text = (ROOT / "README.md").read_text()
     assert "make demo " in text.split("```sh\n", 1)[1].split("```", 1)[0]
     assert [c.split()[-1] for c in readme_commands()] == [
-        "localhost:8081/readyz?verbose", "localhost:8000/health", "status"]
+        "'http://localhost:8081/readyz?verbose'", "'http://localhost:8000/health'", "status"]
     title, blank, *intro = text.splitlines()[:6]
     assert title == "# coditect-pod" and blank == ""
     assert all(intro[:3]) and intro[3] == "", intro
