@@ -124,7 +124,9 @@ def cmd_status(ctx: Context) -> int:
         for problem in status.get("home_problems") or ():
             ctx.err.write(f"podctl: warning: {problem} (logs go to stdout only)\n")
     if names:
-        bad = [s for s in services if s.get("state") != "running" or not s.get("ready")]
+        # A task is done, not running, when it succeeded: its `ready` says so.
+        bad = [s for s in services if not s.get("ready")
+               or (s.get("kind") != "task" and s.get("state") != "running")]
         return NOT_RUNNING if bad else OK
     for s in services:
         if not s.get("critical", True) and not s.get("ready") and not ctx.args.json:
