@@ -121,9 +121,7 @@ class ControlRoutes:
 
     async def status(self, request: web.Request) -> web.Response:
         snap = self._pod.snapshot()
-        # The pod's own seeding of $CODITECT_HOME first: the first thing the boot did.
-        services = [self._service_status(s) for s in (seeding_snapshot(snap.home_problems),
-                                                      *snap.services)]
+        services = [self._service_status(s) for s in snap.services]
         self._tree.forget_dead()
         return web.json_response({
             "services": services,
@@ -135,6 +133,10 @@ class ControlRoutes:
             "reload_errors": list(snap.reload_errors),
             "home_problems": list(snap.home_problems),
             "notify_ignored": snap.notify_ignored,
+            # The pod's own seeding of $CODITECT_HOME, as a task: `podctl status` lists it
+            # first, the first thing the boot did. Beside the services, not among them: it
+            # has no process, no log and no verbs.
+            "seeding": self._service_status(seeding_snapshot(snap.home_problems)),
         })
 
     async def health(self, request: web.Request) -> web.Response:

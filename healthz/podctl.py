@@ -113,7 +113,9 @@ def cmd_status(ctx: Context) -> int:
 
     names, status, services = fetch_services(ctx, "/v1/status")
     if not ctx.args.json:
-        ctx.out.write(render(services, ctx.colour()))
+        seeding = status.get("seeding")  # the pod's own first task, before the catalogue's
+        listed = [seeding, *services] if isinstance(seeding, dict) and not names else services
+        ctx.out.write(render(listed, ctx.colour()))
         for s in services:  # what a service said of itself (sd_notify's STATUS=)
             if s.get("status"):
                 ctx.out.write(f"{s.get('name')}: {s['status']}\n")
