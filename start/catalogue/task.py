@@ -4,7 +4,8 @@ A task runs to completion once per boot (`once=boot`) or once per volume (`once=
 start.taskstamp), in `after` order like services; services that name it in their `after`
 start only after its exit 0 (start.lifecycle). supervisord has no such section, so its keys
 are ours, but the ones it shares with `[program:x]` (command, directory, environment, user)
-are read with supervisor's own converters and mean what they mean there.
+are read with supervisor's own converters (through `program`, the one module that touches
+the library) and mean what they mean there.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import shlex
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-
-import supervisor.datatypes as d
 
 from healthz.durations import parse_duration
 from healthz.names import RULE, is_service_name
@@ -79,7 +78,7 @@ def read_task(name: str, items: Mapping[str, str], names: Mapping[str, object],
         problem(("environment", str(error)))
     try:
         if "user" in values:
-            uid = d.name_to_uid(values["user"])
+            uid = program_.user_id(values["user"])
     except ValueError as error:
         problem(("user", f"{error}; name a user of the pod"))
     if "timeout" in values:
@@ -95,7 +94,7 @@ def read_task(name: str, items: Mapping[str, str], names: Mapping[str, object],
             retries = int(text)
     if "critical" in values:
         try:
-            critical = bool(d.boolean(values["critical"].strip()))
+            critical = program_.truth(values["critical"].strip())
         except ValueError:
             problem(("critical", f"{values['critical']!r}: expected true or false"))
     after = tuple(word for word in values.get("after", "").replace(",", " ").split() if word)
