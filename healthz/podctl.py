@@ -119,6 +119,9 @@ def cmd_status(ctx: Context) -> int:
         for s in services:  # what a service said of itself (sd_notify's STATUS=)
             if s.get("status"):
                 ctx.out.write(f"{s.get('name')}: {s['status']}\n")
+        for s in services:  # a task that failed, and what it holds back: why, on stderr
+            if s.get("failed"):
+                ctx.err.write(f"podctl: {s.get('name')}: {s.get('reason')}\n")
         if status.get("draining"):
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():

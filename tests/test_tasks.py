@@ -172,7 +172,9 @@ def test_a_failed_task_holds_its_dependents_back_and_startupz_names_them(
         status, body = pod.get("/health")
         assert status == 503 and json.loads(body)["status"] == "fail"
         assert "secret-token" not in body and "sh -c" not in body
-        assert pod.podctl("status").returncode != 0
+        listed = pod.podctl("status")
+        assert listed.returncode == 3, listed.stderr
+        assert "podctl: api: not started: seed failed (exit 3)" in listed.stderr.splitlines()
 
 
 def test_a_task_past_its_timeout_is_killed_with_what_escaped_its_group(
