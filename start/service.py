@@ -248,7 +248,9 @@ class Service:
     def snapshot(self) -> ServiceSnapshot:
         ready = self.ready
         reason = self.reason
-        if not ready and not reason and self._told.holding:
+        if not ready and not reason and self.spec.task is not None and self._proc is not None:
+            reason = "running: a task is ready once it exits 0"
+        elif not ready and not reason and self._told.holding:
             reason = f"the service said {self._told.holding}"
         elif not ready and not reason and self._proc is not None:
             probe = self._probes.get("ready")
