@@ -22,8 +22,11 @@ from healthz.kube import liveness_checks, readiness_checks
 from healthz.logstream import MAX_LINES, LogStream
 from healthz.model import Pod, RunRefused, ServiceSnapshot, UnknownService, VerbFailed
 from healthz.names import is_service_name
+from healthz.podctl_table import kind_of
 from healthz.proctree import ProcessTree
 from healthz.run_request import MAX_BODY, parse_run_request
+from healthz.seeding import NAME as SEEDING
+from healthz.seeding import seeding_snapshot
 
 log = structlog.get_logger("healthz.control")
 
@@ -130,6 +133,10 @@ class ControlRoutes:
             "reload_errors": list(snap.reload_errors),
             "home_problems": list(snap.home_problems),
             "notify_ignored": snap.notify_ignored,
+            # The pod's own seeding of $CODITECT_HOME, as a task: `podctl status` lists it
+            # first, the first thing the boot did. Beside the services, not among them: it
+            # has no process, no log and no verbs.
+            "seeding": self._service_status(seeding_snapshot(snap.home_problems)),
         })
 
     async def health(self, request: web.Request) -> web.Response:
@@ -303,7 +310,10 @@ class ControlRoutes:
             await asyncio.wait(tasks, timeout=5.0)
 
     def _status_of(self, name: str) -> dict[str, object] | None:
-        svc = self._pod.snapshot().service(name)
+        snap = self._pod.snapshot()
+        svc = snap.service(name)
+        if svc is None and name == SEEDING:
+            svc = seeding_snapshot(snap.home_problems)
         return None if svc is None else self._service_status(svc)
 
     def _service_status(self, svc: ServiceSnapshot) -> dict[str, object]:
@@ -329,4 +339,6 @@ class ControlRoutes:
             "cpu_percent": None if usage is None else round(usage.cpu_percent, 1),
             "rss_bytes": None if usage is None else usage.rss_bytes,
             "transient": svc.transient,
+            "kind": kind_of(svc.task, svc.transient),
+            "failed": svc.failed,
         }

@@ -114,9 +114,14 @@ class KubeFaces:
         return self._one(Check(svc.name, svc.ready, _not_ready_reason(svc)))
 
     async def startupz(self, request: web.Request) -> web.Response:
-        if self._pod.snapshot().started_up:
+        snap = self._pod.snapshot()
+        if snap.started_up:
             return _text(200, "ok\n")
-        return _text(503, "startupz check failed\n")
+        # What failed for good (a task, what it held back) is named, so that a pod stuck in
+        # start-up says what to look at; its reason only on the private face.
+        lines = [f"[-]{s.name} failed: {self._told(_not_ready_reason(s))}"
+                 for s in snap.services if s.failed and s.critical]
+        return _text(503, "".join(line + "\n" for line in lines) + "startupz check failed\n")
 
     async def health(self, request: web.Request) -> web.Response:
         status, doc = health_document(self._pod.snapshot(), private=self._private)

@@ -46,6 +46,8 @@ class ServiceSnapshot:
     log_write_failures: int = 0  # chunks its log file could not take (full or read-only volume)
     transient: bool = False  # added by `podctl run`, not by the catalogue
     status: str = ""  # what the service said of itself (sd_notify's STATUS=); control socket only
+    task: bool = False  # a one-shot task ([task:NAME]): ready once it exited 0
+    failed: bool = False  # a task failed for good, or a service is held back by one
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,10 +113,15 @@ def cmd_status(ctx: Context) -> int:
 
     names, status, services = fetch_services(ctx, "/v1/status")
     if not ctx.args.json:
-        ctx.out.write(render(services, ctx.colour()))
+        seeding = status.get("seeding")  # the pod's own first task, before the catalogue's
+        listed = [seeding, *services] if isinstance(seeding, dict) and not names else services
+        ctx.out.write(render(listed, ctx.colour()))
         for s in services:  # what a service said of itself (sd_notify's STATUS=)
             if s.get("status"):
                 ctx.out.write(f"{s.get('name')}: {s['status']}\n")
+        for s in services:  # a task that failed, and what it holds back: why, on stderr
+            if s.get("failed"):
+                ctx.err.write(f"podctl: {s.get('name')}: {s.get('reason')}\n")
         if status.get("draining"):
             ctx.err.write("podctl: the pod is draining (shutting down)\n")
         for error in status.get("reload_errors") or ():
@@ -124,7 +129,9 @@ def cmd_status(ctx: Context) -> int:
         for problem in status.get("home_problems") or ():
             ctx.err.write(f"podctl: warning: {problem} (logs go to stdout only)\n")
     if names:
-        bad = [s for s in services if s.get("state") != "running" or not s.get("ready")]
+        # A task is done, not running, when it succeeded: its `ready` says so.
+        bad = [s for s in services if not s.get("ready")
+               or (s.get("kind") != "task" and s.get("state") != "running")]
         return NOT_RUNNING if bad else OK
     for s in services:
         if not s.get("critical", True) and not s.get("ready") and not ctx.args.json:

@@ -81,15 +81,21 @@ def row(service: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
+def kind_of(task: object, transient: object) -> str:
+    """The KIND column's word: a one-shot task, a transient service (`podctl run`), or a
+    service of the catalogue."""
+    return "task" if task else "transient" if transient else "catalogue"
+
+
 def render(services: Sequence[Mapping[str, Any]], colour: bool) -> str:
     """The aligned table, one line per service; widths count visible characters only. A KIND
-    column last, only when a transient service (`podctl run`) is listed: the columns before
-    it never move, for scripts that read them."""
+    column last, only when a task or a transient service (`podctl run`) is listed: the
+    columns before it never move, for scripts that read them."""
     headers: tuple[str, ...] = HEADERS
     rows = [row(s) for s in services]
-    if any(s.get("transient") for s in services):
+    if any(s.get("transient") or s.get("kind") == "task" for s in services):
         headers = (*HEADERS, "KIND")
-        rows = [(*cells, "transient" if s.get("transient") else "catalogue")
+        rows = [(*cells, kind_of(s.get("kind") == "task", s.get("transient")))
                 for cells, s in zip(rows, services, strict=True)]
     rows = [headers, *rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]

@@ -56,11 +56,12 @@ def first_wave(catalogue: Catalogue) -> list[ServiceSpec]:
     """What the engine's boot spawns at once, in its order: the autostart services whose
     `after=` names no autostart service (those wait for their dependencies to settle). Not
     those that speak sd_notify: the engine binds the socket they are told of (start.notify),
-    and a READY=1 sent before that would be lost."""
+    and a READY=1 sent before that would be lost. Nor tasks: whether a `once=volume` one runs
+    at all is the engine's to decide, from its stamp."""
     autostart = {spec.name for spec in catalogue.services if spec.autostart}
     return [spec for spec in catalogue.services
             if spec.autostart and not autostart.intersection(spec.after)
-            and not needs_notify_socket(spec)]
+            and not needs_notify_socket(spec) and spec.task is None]
 
 
 def spawn_first_wave(catalogue: Catalogue, base_env: dict[str, str]) -> dict[str, ChildProcess]:

@@ -72,6 +72,11 @@ def has_ready_probe(spec: ServiceSpec) -> bool:
     return spec.health.ready.kind != "none"
 
 
+def is_task(spec: ServiceSpec) -> bool:
+    """A one-shot task ([task:NAME]): `starting` until its exit, which decides everything."""
+    return spec.task is not None
+
+
 # -- phase ----------------------------------------------------------------------------------
 
 
@@ -111,6 +116,9 @@ class Phase:
     last_exit: str | None = None
     last_exit_code: int | None = None
     killed_at_deadline: bool = False  # the drain deadline, not stopwaitsecs, forced SIGKILL
+    # A task that failed for good, or a service held back because something in its `after`
+    # did: its own dependents are held back too, never started "anyway".
+    failed: bool = False
 
 
 # -- events and actions are values ----------------------------------------------------------
@@ -193,9 +201,11 @@ class Restart(Value):
 
 
 class DependenciesSettled(Value):
-    """What it waited for has settled; `late`: those that never got ready."""
+    """What it waited for has settled; `late`: those that never got ready; `failed`: tasks
+    that failed (or what they held back), each as "seed failed (exit 3)": it must not start."""
 
     late: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
 
 
 class Spawned(Value):
@@ -342,8 +352,12 @@ class CancelWait(Value):
     pass
 
 
+class MarkDone(Value):
+    """A task succeeded: write its stamp (`once=volume`), so later boots skip it."""
+
+
 Action = (Spawn | StartProbes | StopProbes | SignalGroup | Arm | Disarm | Emit | CountRestart
-          | Settle | AwaitDependencies | CancelWait)
+          | Settle | AwaitDependencies | CancelWait | MarkDone)
 Actions = tuple[Action, ...]
 
 
@@ -394,9 +408,11 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
                 return after, counted + actions
             after, actions = _begin_stop(replace(phase, wanted=True), spec, None, now)
             return after, counted + actions
-        case DependenciesSettled(late):
+        case DependenciesSettled(late, holding_back):
             if phase.state is not State.WAITING or not phase.wanted:
                 return phase, ()
+            if holding_back:
+                return _held_back(phase, spec, holding_back)
             said: Actions = (emit("starting_anyway", level="warning", service=spec.name,
                                   not_ready=list(late)),) if late else ()
             after, actions = _spawn(phase, spec)
@@ -409,7 +425,10 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
             if phase.run is not None:
                 return phase, ()
             failed = replace(phase, last_exit=f"spawn failed: {error}", last_exit_code=None)
-            after, actions = _failed_start(failed, spec, f"spawn failed: {error}", pacing)
+            if is_task(spec):
+                after, actions = _task_ended(failed, spec, f"spawn failed: {error}", None, pacing)
+            else:
+                after, actions = _failed_start(failed, spec, f"spawn failed: {error}", pacing)
             return after, (emit("spawn_failed", level="error", service=spec.name, error=error),
                            *actions)
         case StartsecsElapsed():
@@ -466,7 +485,7 @@ def step(phase: Phase, spec: ServiceSpec, event: Event, now: float,
 
 
 def _start(phase: Phase, spec: ServiceSpec, waiting: tuple[str, ...]) -> tuple[Phase, Actions]:
-    phase = replace(phase, wanted=True, failed_starts=0)
+    phase = replace(phase, wanted=True, failed_starts=0, failed=False)
     if phase.state in (State.STARTING, State.RUNNING, State.STOPPING):
         return phase, ()  # STOPPING: the exit spawns again, since it is wanted
     cancel: Actions = (CancelWait(),) if phase.state is State.WAITING else ()
@@ -480,7 +499,8 @@ def _start(phase: Phase, spec: ServiceSpec, waiting: tuple[str, ...]) -> tuple[P
 
 def _spawn(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:
     actions: list[Action] = [Disarm(Timer.BACKOFF)]
-    if not phase.settled and not phase.settling:
+    # A task's dependents wait for its success however long it takes: no SETTLE timer.
+    if not phase.settled and not phase.settling and not is_task(spec):
         # Dependents wait at most start_timeout from the first attempt, across restarts:
         # each spawn's own timer dies with a process that never lives that long.
         actions.append(Arm(Timer.SETTLE, spec.health.start_timeout))
@@ -492,6 +512,10 @@ def _spawn(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:
 def _spawned(phase: Phase, spec: ServiceSpec, pid: int, at: float) -> tuple[Phase, Actions]:
     phase = replace(phase, state=State.STARTING, reason="", run=Run(pid, at), halt=None)
     actions: Actions = (emit("spawned", service=spec.name, pid=pid), StartProbes())
+    if spec.task is not None:  # no probes, no startsecs: `starting` lasts until the exit
+        timeout = spec.task.timeout
+        return phase, (emit("spawned", service=spec.name, pid=pid),
+                       *((Arm(Timer.START_TIMEOUT, timeout),) if timeout is not None else ()))
     if spec.health.watchdog is not None:  # as systemd: the first WATCHDOG=1 is due from the spawn
         actions = (*actions, Arm(Timer.WATCHDOG, spec.health.watchdog))
     if has_ready_probe(spec):  # its verdict ends `starting`; startsecs plays no part
@@ -515,6 +539,14 @@ def _become_ready(phase: Phase, spec: ServiceSpec) -> tuple[Phase, Actions]:
 def _start_timed_out(phase: Phase, spec: ServiceSpec, now: float) -> tuple[Phase, Actions]:
     if phase.state is not State.STARTING or phase.run is None or phase.run.ready:
         return phase, ()
+    if spec.task is not None and spec.task.timeout is not None:
+        # Killed as any stop kills (its group, then what left it carrying its run's mark);
+        # the exit that follows is a failed attempt, retried or final (_task_ended).
+        seconds = spec.task.timeout
+        late = replace(phase, reason=f"timed out after {seconds:g}s")
+        after, actions = _begin_stop(late, spec, None, now, keep_reason=True, failed_start=True)
+        return after, (emit("task_timed_out", level="warning", service=spec.name,
+                            seconds=seconds), *actions)
     timeout = spec.health.start_timeout
     timed_out = replace(phase, reason=f"not ready within start_timeout ({timeout:g}s)",
                         settled=True, settling=False)
@@ -615,7 +647,8 @@ def _exited(phase: Phase, spec: ServiceSpec, status: str, code: int, ran: float,
     was, halt, pid = phase.state, phase.halt, phase.run.pid
     failed_start = halt is not None and halt.failed_start
     phase = replace(phase, run=None, halt=None, last_exit=status, last_exit_code=code)
-    if was is not State.STARTING and stable(ran, spec, pacing):
+    # A task's attempts all count towards its retries, however long each ran.
+    if was is not State.STARTING and stable(ran, spec, pacing) and not is_task(spec):
         phase = replace(phase, failures_in_a_row=0, failed_starts=0)
     watchdog: Actions = (Disarm(Timer.WATCHDOG),) if spec.health.watchdog is not None else ()
     done: Actions = (Disarm(Timer.STARTSECS), Disarm(Timer.START_TIMEOUT), Disarm(Timer.KILL),
@@ -627,6 +660,14 @@ def _exited(phase: Phase, spec: ServiceSpec, status: str, code: int, ran: float,
             after, actions = _spawn(phase, spec)
             return after, done + actions
         return replace(phase, state=State.STOPPED, reason="", settled=True), (*done, Settle())
+    if is_task(spec):
+        if code == 0 and not failed_start:
+            return replace(phase, state=State.EXITED, reason="", wanted=False, settled=True,
+                           ever_ready=True, failed_starts=0, failures_in_a_row=0), (
+                *done, Settle(), MarkDone(), emit("task_succeeded", service=spec.name))
+        why = phase.reason if failed_start and phase.reason else status
+        after, actions = _task_ended(phase, spec, why, code, pacing)
+        return after, done + actions
     if was is State.STARTING or failed_start:
         before = "before its readiness probe passed" if has_ready_probe(spec) else \
             f"before startsecs ({spec.startsecs:g}s)"
@@ -634,6 +675,35 @@ def _exited(phase: Phase, spec: ServiceSpec, status: str, code: int, ran: float,
         return after, done + actions
     after, actions = _after_running_exit(phase, spec, status, code, pacing)
     return after, done + actions
+
+
+def _task_ended(phase: Phase, spec: ServiceSpec, why: str, code: int | None,
+                pacing: Pacing) -> tuple[Phase, Actions]:
+    """A task's attempt failed (an exit other than 0, a timeout, a failed spawn): tried again
+    up to `retries` times (its startretries), then final: FATAL and not retried, its
+    dependents held back. (Its exit 0 is handled in _exited: success, for this boot.)"""
+    phase = replace(phase, failed_starts=phase.failed_starts + 1,
+                    failures_in_a_row=phase.failures_in_a_row + 1)
+    if phase.wanted and phase.failed_starts <= spec.startretries:
+        return _schedule_restart(phase, spec, "crash", _delay(phase, pacing), State.BACKOFF,
+                                 why)
+    attempts = phase.failed_starts
+    final = f"{why}; failed {attempts} time{'s' if attempts > 1 else ''}, not retried"
+    return replace(phase, state=State.FATAL, reason=final, wanted=False, settled=True,
+                   failed=True), (
+        Settle(), emit("task_failed", level="error", service=spec.name, exit_code=code,
+                       reason=final))
+
+
+def _held_back(phase: Phase, spec: ServiceSpec,
+               failed: tuple[str, ...]) -> tuple[Phase, Actions]:
+    """Something it runs after failed for good: it is not started (a pod that seeds nothing
+    must not serve as if it had), and says which and why; its dependents are held back too."""
+    reason = "not started: " + ", ".join(failed)
+    return replace(phase, state=State.FATAL, reason=reason, wanted=False, settled=True,
+                   failed=True), (
+        Settle(), emit("dependency_failed", level="error", service=spec.name,
+                       failed=list(failed)))
 
 
 def _failed_start(phase: Phase, spec: ServiceSpec, reason: str,

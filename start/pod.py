@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from healthz.model import (
     CatalogueCheck,
@@ -23,7 +23,7 @@ from healthz.model import (
     VerbFailed,
 )
 from start import homecheck
-from start.catalogue import Catalogue
+from start.catalogue import Catalogue, ServiceSpec
 from start.errors import ConfigError, ParseFailed
 from start.looplag import LoopLag
 from start.service import EngineContext, Service
@@ -49,7 +49,7 @@ class Pod:
         self.checker = checker
         self.services = ctx.services
         for spec in catalogue.services:
-            self.services[spec.name] = Service(spec, ctx)
+            self.services[spec.name] = self._new_service(spec)
         self.draining = False
         self.started_up = False
         self.booted_at = time.time()
@@ -67,8 +67,23 @@ class Pod:
         coming = {spec.name for spec in self.catalogue.services if spec.autostart}
         for spec in self.catalogue.services:
             if spec.autostart:
-                service = self.services[spec.name]
-                service.request_start(service.dependencies(), coming)
+                self._autostart(self.services[spec.name], coming)
+
+    def _new_service(self, spec: ServiceSpec) -> Service:
+        """A service of the catalogue; a `once=volume` task whose stamp matches begins done."""
+        done = False
+        if spec.task is not None and spec.task.once == "volume":
+            # Only a catalogue with such a task pays for the import (coditect_init's writes).
+            from start.taskstamp import done_before
+
+            done = done_before(self.ctx.logs_dir.parent, spec)
+        return Service(spec, self.ctx, done_before=done)
+
+    def _autostart(self, service: Service, coming: Collection[str] = ()) -> None:
+        if service.spec.task is not None and service.ever_ready:
+            self.ctx.emit("task_skipped", service=service.name, why="stamp matches")
+            return
+        service.request_start(service.dependencies(), coming)
 
     def loop_lag(self) -> float:
         return self._lag.read()
@@ -271,11 +286,10 @@ class Pod:
             if stopping is not None:
                 await stopping
         for spec in added:
-            self.services[spec.name] = Service(spec, self.ctx)
+            self.services[spec.name] = self._new_service(spec)
         for spec in added:
             if spec.autostart and not self.draining:
-                service = self.services[spec.name]
-                service.request_start(service.dependencies())
+                self._autostart(self.services[spec.name])
         messages = [f"added {s.name}" for s in added] + [f"removed {n}" for n in removed]
         messages += [f"changed {s.name} (restarted)" for s in changed]
         messages += [f"transient {s.name} stopped: the catalogue's took its name"

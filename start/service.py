@@ -103,10 +103,16 @@ class _Timers:
 
 
 class Service:
-    def __init__(self, spec: ServiceSpec, ctx: EngineContext) -> None:
+    def __init__(self, spec: ServiceSpec, ctx: EngineContext, *, done_before: bool = False
+                 ) -> None:
+        """`done_before`: a `once=volume` task whose stamp matches (start.taskstamp): it
+        begins as succeeded, and runs only when asked to (podctl start)."""
         self.spec = spec
         self.ctx = ctx
         self._phase = Phase()
+        if done_before:
+            self._phase = Phase(State.EXITED, settled=True, ever_ready=True,
+                                last_exit="done on an earlier boot (stamp)")
         self._proc: ChildProcess | None = None  # the process of `_phase.run`
         self._timers = _Timers(ctx.loop, self._on_timer)
         self._events: deque[Event] = deque()  # fed while an earlier event's actions run
@@ -126,6 +132,8 @@ class Service:
         self._leftovers: tuple[ChildProcess, float] | None = None
         self._told = Told()  # what the current run said of itself (sd_notify)
         self._ready_fd: ReadyFd | None = None  # ready=fd:N's pipe, until the newline
+        if done_before:
+            self._settled.set()
 
     # -- what others ask ----------------------------------------------------------------------
 
@@ -188,7 +196,23 @@ class Service:
         return self._probes.get(kind)
 
     @property
+    def failed(self) -> bool:
+        """A task that failed for good, or a service held back by one (see Phase.failed); or a
+        task stopped before it succeeded: what runs after it must not start either way."""
+        phase = self._phase
+        return phase.failed or (self.spec.task is not None and not phase.ever_ready
+                                and not phase.wanted and phase.settled)
+
+    def failure(self) -> str:
+        """How a dependent names this failure in its reason: `seed failed (exit 3)`."""
+        if self.spec.task is None:
+            return f"{self.name} not started"
+        return f"{self.name} failed ({self.last_exit or self.state.value})"
+
+    @property
     def ready(self) -> bool:
+        if self.spec.task is not None:  # ready once it succeeded, until it runs again
+            return self.state is State.EXITED and self._phase.ever_ready
         run = self._phase.run
         if run is None or self._proc is None or self.state not in (State.STARTING,
                                                                    State.RUNNING):
@@ -224,7 +248,9 @@ class Service:
     def snapshot(self) -> ServiceSnapshot:
         ready = self.ready
         reason = self.reason
-        if not ready and not reason and self._told.holding:
+        if not ready and not reason and self.spec.task is not None and self._proc is not None:
+            reason = "running: a task is ready once it exits 0"
+        elif not ready and not reason and self._told.holding:
             reason = f"the service said {self._told.holding}"
         elif not ready and not reason and self._proc is not None:
             probe = self._probes.get("ready")
@@ -249,6 +275,8 @@ class Service:
             log_write_failures=self._log.failures if self._log is not None else 0,
             transient=self.spec.transient,
             status=self._told.status if self._proc is not None else "",
+            task=self.spec.task is not None,
+            failed=self.failed,
         )
 
     def dependencies(self) -> list[Service]:
@@ -359,8 +387,10 @@ class Service:
                     await changed.wait()
 
     def _unsettled(self, dependencies: list[Service], coming: Collection[str]) -> tuple[str, ...]:
+        # One that failed is waited for too: the wait, settled at once, holds this one back.
         return tuple(d.name for d in dependencies
-                     if (d.want_running or d.name in coming) and not d.settled.is_set())
+                     if ((d.want_running or d.name in coming) and not d.settled.is_set())
+                     or d.failed)
 
     def _stop_waiter(self) -> asyncio.Future[None] | None:
         if self._proc is None:
@@ -418,6 +448,8 @@ class Service:
                 if self._waiting is not None:
                     self._waiting.cancel()
                     self._waiting = None
+            case lifecycle.MarkDone():
+                self._mark_done()
 
     def _on_timer(self, timer: Timer) -> None:
         if timer is Timer.LEFTOVERS:
@@ -438,14 +470,28 @@ class Service:
                 and self.spec.health.restart_budget is not None):
             self._restart_times.append(self.ctx.clock())
 
+    def _mark_done(self) -> None:
+        task = self.spec.task
+        if task is None or task.once != "volume":
+            return
+        # Only a once=volume task's success is written down, and only now (never on the boot's
+        # path): coditect_init's atomic writes come with it.
+        from start.taskstamp import write_stamp
+
+        problem = write_stamp(self.ctx.logs_dir.parent, self.spec)
+        if problem is not None:  # it ran and succeeded: only the next boot runs it again
+            self.ctx.emit("task_stamp_failed", service=self.name, error=problem,
+                          level="warning")
+
     def _await_dependencies(self, names: tuple[str, ...]) -> None:
         waiting = [self.ctx.services[n] for n in names if n in self.ctx.services]
 
         async def settled() -> None:
             await asyncio.gather(*(d.settled.wait() for d in waiting))
             self._waiting = None
+            failed = tuple(d.failure() for d in waiting if d.failed)
             self._feed(lifecycle.DependenciesSettled(
-                tuple(d.name for d in waiting if not d.ever_ready)))
+                tuple(d.name for d in waiting if not d.ever_ready and not d.failed), failed))
 
         self._waiting = self.ctx.loop.create_task(settled())
 

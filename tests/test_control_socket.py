@@ -194,14 +194,17 @@ async def test_status_lists_every_service(pod: FakePod, tmp_path: Path) -> None:
         status, doc = await call(faces, "GET", "/v1/status")
     assert status == 200
     assert set(doc) == {"services", "ready", "draining", "started_up", "booted_at",
-                        "reload_errors", "home_problems", "notify_ignored"}
+                        "reload_errors", "home_problems", "notify_ignored", "seeding"}
     assert [s["name"] for s in doc["services"]] == list(pod.services)
     theia = doc["services"][0]
     assert set(theia) == {
         "name", "state", "critical", "ready", "live", "pid", "uptime_seconds", "restarts",
         "restarts_by_reason", "last_exit", "last_exit_code", "reason", "status", "cpu_percent",
-        "rss_bytes", "transient",
+        "rss_bytes", "transient", "kind", "failed",
     }
+    assert (theia["kind"], theia["failed"]) == ("catalogue", False)
+    assert set(doc["seeding"]) == set(theia)
+    assert (doc["seeding"]["name"], doc["seeding"]["kind"]) == ("coditect-home", "task")
     assert theia["restarts_by_reason"] == {"liveness": 2}
     assert (theia["last_exit"], theia["last_exit_code"]) == ("exit 1", 1)
     codi2 = doc["services"][2]

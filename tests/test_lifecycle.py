@@ -13,7 +13,7 @@ import pytest
 from healthz.model import State
 from healthz.probe_spec import parse_probe
 from healthz.spec import HealthSpec
-from start.catalogue import ServiceSpec
+from start.catalogue import ServiceSpec, TaskSpec
 from start.lifecycle import (
     EVENTS,
     IGNORED,
@@ -32,6 +32,7 @@ from start.lifecycle import (
     Halt,
     KillDue,
     LivenessFailed,
+    MarkDone,
     Phase,
     ReadyPassed,
     Restart,
@@ -75,6 +76,10 @@ NEVER = replace(SPEC, autorestart="false")
 # Ready when it says so (sd_notify), alive while it keeps saying WATCHDOG=1 every 10 s.
 NOTIFYING = replace(SPEC, health=replace(SPEC.health, ready=parse_probe("notify"),
                                          watchdog=10.0))
+
+# A one-shot task ([task:NAME]): one retry, killed after 30 s.
+TASK = replace(SPEC, autorestart="false", startsecs=0.0, startretries=1,
+               task=TaskSpec(timeout=30.0))
 
 # One phase of each kind, as the engine reaches it.
 FRESH = Phase()  # never asked to run
@@ -440,6 +445,67 @@ TABLE: tuple[Row, ...] = (
         (SignalGroup(signal.SIGKILL),)),
     Row("drain kill while stopping", STOPPING, DrainKill(),
         replace(STOPPING, killed_at_deadline=True), (SignalGroup(signal.SIGKILL),)),
+    # -- tasks ---------------------------------------------------------------------------
+    Row("a task's start: no settle timer, its dependents wait for its success", FRESH,
+        Start(), replace(FRESH, wanted=True), (Disarm(Timer.BACKOFF), Spawn()), TASK),
+    Row("a task spawned: starting until it exits, its timeout armed", WANTED,
+        Spawned(PID, NOW), replace(WANTED, state=State.STARTING, run=NEW_RUN),
+        (said("spawned", pid=PID), Arm(Timer.START_TIMEOUT, 30.0)), TASK),
+    Row("a task's exit 0: done; its dependents may start, its stamp is written",
+        replace(STARTING, settling=False), Exited("exit 0", 0, 0.5),
+        Phase(State.EXITED, settled=True, ever_ready=True, last_exit="exit 0",
+              last_exit_code=0),
+        (*exiting("exit 0", 0.5), Settle(), MarkDone(), said("task_succeeded")), TASK),
+    Row("a task's failed attempt with a retry left: tried again",
+        replace(STARTING, settling=False), Exited("exit 3", 3, 0.5),
+        replace(STARTING, state=State.BACKOFF, reason="exit 3", run=None, settling=False,
+                failed_starts=1, failures_in_a_row=1, last_exit="exit 3", last_exit_code=3),
+        (*exiting("exit 3", 0.5), CountRestart("crash"),
+         said("backoff", "warning", delay_seconds=0.0, reason="exit 3"),
+         Disarm(Timer.BACKOFF), Spawn()), TASK),
+    Row("a task's last attempt failed: fatal for good, its dependents held back",
+        replace(STARTING, settling=False, failed_starts=1, failures_in_a_row=1),
+        Exited("exit 3", 3, 0.5),
+        Phase(State.FATAL, "exit 3; failed 2 times, not retried", settled=True,
+              failed_starts=2, failures_in_a_row=2, last_exit="exit 3", last_exit_code=3,
+              failed=True),
+        (*exiting("exit 3", 0.5), Settle(),
+         said("task_failed", "error", exit_code=3,
+              reason="exit 3; failed 2 times, not retried")), TASK),
+    Row("a task past its timeout: stopped, the attempt failed",
+        replace(STARTING, settling=False), StartTimedOut(),
+        Phase(State.STOPPING, "timed out after 30s", wanted=True, run=Run(PID, 99.5),
+              halt=Halt(110.0, failed_start=True)),
+        (said("task_timed_out", "warning", seconds=30.0), *stopping()), TASK),
+    Row("a timed-out task's exit with no retry left: fatal",
+        Phase(State.STOPPING, "timed out after 30s", wanted=True, run=Run(PID, 70.0),
+              halt=Halt(110.0, failed_start=True), failed_starts=1, failures_in_a_row=1),
+        Exited("signal 15 (SIGTERM)", -15, 30.0),
+        Phase(State.FATAL, "timed out after 30s; failed 2 times, not retried", settled=True,
+              failed_starts=2, failures_in_a_row=2, last_exit="signal 15 (SIGTERM)",
+              last_exit_code=-15, failed=True),
+        (*exiting("signal 15 (SIGTERM)", 30.0), Settle(),
+         said("task_failed", "error", exit_code=-15,
+              reason="timed out after 30s; failed 2 times, not retried")), TASK),
+    Row("a task's spawn failed, no retry left: fatal",
+        replace(WANTED, settling=False, failed_starts=1), SpawnFailed("no such file"),
+        Phase(State.FATAL, "spawn failed: no such file; failed 2 times, not retried",
+              settled=True, failed_starts=2, failures_in_a_row=1,
+              last_exit="spawn failed: no such file", failed=True),
+        (said("spawn_failed", "error", error="no such file"), Settle(),
+         said("task_failed", "error", exit_code=None,
+              reason="spawn failed: no such file; failed 2 times, not retried")), TASK),
+    Row("what it runs after failed: held back, and so are its own dependents", WAITING,
+        DependenciesSettled((), ("seed failed (exit 3)",)),
+        Phase(State.FATAL, "not started: seed failed (exit 3)", settled=True, failed=True),
+        (Settle(), said("dependency_failed", "error", failed=["seed failed (exit 3)"]))),
+    Row("a failed task started again: a fresh set of attempts",
+        Phase(State.FATAL, "exit 3; failed 2 times, not retried", settled=True,
+              failed_starts=2, failures_in_a_row=2, failed=True),
+        Start(),
+        Phase(State.FATAL, "exit 3; failed 2 times, not retried", wanted=True, settled=True,
+              failures_in_a_row=2),
+        (Disarm(Timer.BACKOFF), Spawn()), TASK),
 )
 
 # A representative of each event and of each state, for the pairs declared ignored.

@@ -21,9 +21,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from start.catalogue.spec import Catalogue, Provenance, ServiceSpec
+from start.catalogue.spec import Catalogue, Provenance, ServiceSpec, TaskSpec
 
-__all__ = ["Catalogue", "Provenance", "ServiceSpec", "load"]
+__all__ = ["Catalogue", "Provenance", "ServiceSpec", "TaskSpec", "load"]
 
 
 def load(

@@ -16,6 +16,7 @@ from healthz.names import RULE, is_service_name
 from healthz.spec import HealthSpec, parse_health_section
 from healthz.spelling import did_you_mean
 from start.catalogue import program as program_
+from start.catalogue import task as task_
 from start.catalogue.checks import check_services, resolve
 from start.catalogue.files import Place
 from start.catalogue.secrecy import check_secrets
@@ -27,7 +28,10 @@ MAX_SERVICES = 1000
 MAX_PROBLEMS = 200  # past this, the rest is one line: fix these first
 IGNORED_SECTIONS = ("unix_http_server", "inet_http_server", "supervisorctl", "rpcinterface:",
                     "ctlplugin:")
-KNOWN_KINDS = ("program", "health", "group", "include", "supervisord")
+KNOWN_KINDS = ("program", "health", "task", "group", "include", "supervisord")
+# The pod's own seeding of $CODITECT_HOME, shown as a task (healthz.seeding): no catalogue
+# entry may take its name.
+RESERVED_NAMES = frozenset({"coditect-home"})
 UNSUPPORTED_SECTIONS = {
     "eventlistener:": "is not supported: there is no event protocol here; run the listener "
     "as a [program:NAME], and use [health:NAME] probes or podctl to watch services",
@@ -117,15 +121,18 @@ class _Builder:
         groups = self._groups()
         health: list[str] = []
         programs: list[str] = []
+        tasks: list[str] = []
         for section in self.parser.sections():
             where = self.place(section)
             kind, colon, name = section.partition(":")
-            if colon and not name and kind in ("program", "health", "group"):
+            if colon and not name and kind in ("program", "health", "task", "group"):
                 self.problem(where, f"has no name; write [{kind}:NAME]")
             elif kind == "program" and colon:
                 programs.append(name)
             elif kind == "health" and colon:
                 health.append(name)
+            elif kind == "task" and colon:
+                tasks.append(name)
             elif section in ("supervisord", "include") or (kind == "group" and colon):
                 continue
             elif section.startswith(IGNORED_SECTIONS):
@@ -137,7 +144,8 @@ class _Builder:
             else:
                 hint = _kind_hint(kind, colon + name)
                 self.problem(where, "unknown section kind; expected [program:NAME], "
-                             "[health:NAME], [group:NAME], [include] or [supervisord]" + hint)
+                             "[health:NAME], [task:NAME], [group:NAME], [include] or "
+                             "[supervisord]" + hint)
 
         services: list[ServiceSpec] = []
         for name in programs:
@@ -151,6 +159,15 @@ class _Builder:
             if name not in programs:
                 self._health(name, program_.base_names(self.here, name, name,
                                                        environ_expansions))
+        for name in tasks:
+            spec = self._task(name, programs, environ_expansions, check_executables)
+            if spec is not None:
+                services.append(spec)
+        for spec in services:
+            if spec.name in RESERVED_NAMES:
+                section = f"task:{spec.name}" if spec.task else f"program:{spec.program}"
+                self.problem(self.place(section), f"{spec.name!r} is the pod's own seeding "
+                             "of $CODITECT_HOME; choose another name")
         services = check_services(services, programs, health, groups, self.sources)
         return check_secrets(services, self.parser, self.cut, self.sources)
 
@@ -233,6 +250,35 @@ class _Builder:
             if spec is not None:
                 services.append(spec)
         return services
+
+    def _task(self, name: str, programs: list[str], environ_expansions: dict[str, str],
+              check_executables: bool) -> ServiceSpec | None:
+        section = f"task:{name}"
+        if name in programs:
+            self.problem(self.place(section), f"[program:{name}] has this name already; a "
+                         "task's name must be unique among services and tasks")
+            return None
+        items = {key: value for key, value in self.parser.items(section)
+                 if (section, key) not in self.cut}
+        names = program_.base_names(self.here, name, name, environ_expansions)
+        built = task_.read_task(name, items, names, self.pod_environment,
+                                self.place(section).file)
+        for key, message in built.problems:
+            self.problem(self.place(section, key), message)
+        spec = built.spec
+        if spec is None or not check_executables:
+            return spec
+        path = dict(spec.environment).get("PATH", self.environ.get("PATH", ""))
+        if resolve(spec.argv[0], path, spec.directory) is None:
+            self.problem(self.place(section, "command"),
+                         f"{spec.argv[0]!r} is not an executable file"
+                         + ("" if "/" in spec.argv[0] else " on PATH")
+                         + "; install it or fix the command")
+            return None
+        if spec.directory and not os.path.isdir(spec.directory):
+            self.problem(self.place(section, "directory"),
+                         f"{spec.directory!r} is not a directory")
+        return spec
 
     def _health(self, name: str, names: Mapping[str, object]) -> HealthSpec:
         section = f"health:{name}"

@@ -44,8 +44,8 @@ def check_services(services: list[ServiceSpec], programs: list[str], health: lis
             report.problem(report.place(f"health:{name}"), f"names no [program:{name}]{hint}")
 
     members: dict[str, list[str]] = {program: [] for program in programs}
-    for service in services:
-        members[service.program].append(service.name)
+    for service in services:  # a task is a program of one process here
+        members.setdefault(service.program, []).append(service.name)
     group_members: dict[str, list[str]] = {}
     for program, group in groups.items():
         if group != program:
@@ -61,7 +61,7 @@ def check_services(services: list[ServiceSpec], programs: list[str], health: lis
                 after.extend(members.get(name) or group_members.get(name, []))
             else:
                 known = [*by_name, *members, *group_members]
-                report.problem(report.place(f"health:{service.program}", "after"),
+                report.problem(report.place(_after_section(service), "after"),
                                f"no service, program or group named {name!r}"
                                + did_you_mean(name, known))
         resolved.append(replace(service, health=replace(
@@ -71,10 +71,15 @@ def check_services(services: list[ServiceSpec], programs: list[str], health: lis
     cycle = find_cycle(graph)
     if cycle:
         first = by_name[cycle[0]]
-        report.problem(report.place(f"health:{first.program}", "after"),
+        report.problem(report.place(_after_section(first), "after"),
                        "dependency cycle " + " -> ".join(cycle))
     _check_ports(resolved, report)
     return resolved
+
+
+def _after_section(service: ServiceSpec) -> str:
+    """Where a service's `after` is written: its [health:x], or a task's own section."""
+    return f"task:{service.name}" if service.task is not None else f"health:{service.program}"
 
 
 def _check_ports(services: list[ServiceSpec], report: Reporter) -> None:

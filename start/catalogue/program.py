@@ -107,6 +107,16 @@ def key_value_pairs(text: str) -> dict[str, str]:
     return pairs
 
 
+def user_id(name: str) -> int:
+    """`user=` as supervisord reads it (a name or a uid of this system); ValueError if none."""
+    return int(d.name_to_uid(name))
+
+
+def truth(text: str) -> bool:
+    """A boolean as supervisord reads one (`true`/`yes`/`on`/`1`…); ValueError otherwise."""
+    return bool(d.boolean(text))
+
+
 def base_names(here: str, program: str, group: str,
                environ_expansions: Mapping[str, str]) -> dict[str, object]:
     """The names supervisord offers every key of a [program:x] (process_num added per process)."""

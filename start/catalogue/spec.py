@@ -32,6 +32,15 @@ class Provenance:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What makes a catalogue entry a one-shot task ([task:NAME]): it runs to completion and is
+    not restarted; its exit 0 is what its dependents wait for (start.lifecycle)."""
+
+    timeout: float | None = None  # seconds a run may take before its group is killed
+    once: str = "boot"  # "boot": every boot; "volume": until its stamp says it is done
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """One service, as the engine runs it. Built once from a ProcessConfig and a HealthSpec."""
 
@@ -59,6 +68,7 @@ class ServiceSpec:
     # The pod's secrets this service is not given: removed from its environment and its exec
     # probes', whoever set them (start.catalogue.secrecy decides, start.childenv applies).
     withheld: tuple[str, ...] = ()
+    task: TaskSpec | None = None  # a one-shot task, not a service that keeps running
 
     @property
     def after(self) -> tuple[str, ...]:
