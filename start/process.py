@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from start.catalogue import ServiceSpec
 from start.childenv import service_environment
 from start.fdlimit import restore_in_child
+from start.oomkill import in_child, score_of
 from start.strays import MARK, marked, new_mark, signal_marked
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is in fcntl from 3.10
@@ -36,6 +37,7 @@ class ChildProcess:
     started_mono: float
     mark: str = ""  # in every descendant's environment (start.strays); "" for none
     ready_fd: int | None = None  # read end of `ready=fd:N`'s pipe (start.readyfd reads it)
+    oom_score_adj: int | None = None  # what it got, when the catalogue set one (start.oomkill)
 
     @property
     def stdout_fd(self) -> int | None:
@@ -186,6 +188,9 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
         # the child would keep ours (root's group 0).
         extra_groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
         env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    oom: Callable[[], None] | None = None
+    if spec.health.oom_score_adj is not None:
+        oom = in_child(spec.health.oom_score_adj, changes_user=user is not None)
     ready_fd: int | None = None
     write_end = -1
     keep: tuple[int, ...] = ()
@@ -208,7 +213,7 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
             group=group,
             extra_groups=extra_groups,
             umask=-1 if spec.umask is None else spec.umask,
-            preexec_fn=_chain(restore_in_child(), move),
+            preexec_fn=_chain(restore_in_child(), move, oom),
         )
     except OSError as error:
         _close(ready_fd)
@@ -223,8 +228,11 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
         if stream is not None:
             os.set_blocking(stream.fileno(), False)
             _widen_pipe(stream.fileno())
+    # Read back: the child's write may have been refused (lowering needs CAP_SYS_RESOURCE).
+    got = score_of(popen.pid) if oom is not None else None
     return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
-                        started_mono=time.monotonic(), mark=mark, ready_fd=ready_fd)
+                        started_mono=time.monotonic(), mark=mark, ready_fd=ready_fd,
+                        oom_score_adj=got)
 
 
 def _close(fd: int | None) -> None:
