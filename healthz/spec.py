@@ -20,6 +20,7 @@ _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LIST_SEPARATOR = re.compile(r"[\s,]+")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,6}")  # ASCII digits only (tests/test_unicode_digits.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +198,7 @@ def _on_fatal(text: str) -> str:
 
 def _whole(text: str, low: int, high: int, what: str) -> int:
     stripped = text.strip()
-    digits = stripped.removeprefix("-").removeprefix("+")
-    if not digits.isdecimal() or not digits.isascii():
+    if not _WHOLE.fullmatch(stripped):
         raise ValueError(f"{stripped!r} is not a whole number; {what}")
     value = int(stripped)
     if not low <= value <= high:

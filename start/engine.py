@@ -25,7 +25,7 @@ from start.fdlimit import raise_own_limit
 from start.logs import Console
 from start.mounts import run_dir_problem
 from start.notify import SOCKET_NAME, NotifySocket
-from start.oomkill import OomCounter
+from start.oomkill import pod_counter
 from start.pod import Pod
 from start.podcheck import CatalogueChecker
 from start.reaper import Reaper, become_subreaper
@@ -105,7 +105,7 @@ class Engine:
         self.stop_cause: str | None = None
         self.policy_exit: int | None = None  # on_fatal=exit: the code the pod ends with
         self.ctx.on_unhealable = self.on_unhealable
-        self.ctx.oom = OomCounter.of_this_process()  # kills before this are not ours to tell
+        self.ctx.oom = pod_counter()
 
     async def run(self) -> int:
         self.install_signal_handlers()

@@ -91,6 +91,17 @@ class OomCounter:
         return rose
 
 
+_POD: list[OomCounter] = []  # the one of this process, made before its first spawn
+
+
+def pod_counter() -> OomCounter:
+    """The pod's counter, its baseline read the first time this is called (before the first
+    spawn, start.early): a kill before that is not a service's."""
+    if not _POD:
+        _POD.append(OomCounter.of_this_process())
+    return _POD[0]
+
+
 # -- oom_score_adj ---------------------------------------------------------------------------
 
 OWN_SCORE = Path("/proc/self/oom_score_adj")
