@@ -33,7 +33,7 @@ from start.reparse import IsolatedParser
 from start.service import EngineContext, Service
 from start.settings import Settings
 from start.stopsignals import kept_signals
-from start.termination import after_drain, cause_at_signal
+from start.termination import after_drain, cause_at_signal, out_of_memory
 from start.termination import write as write_termination_message
 from start.watch import CatalogueWatcher, Targets, targets_of
 
@@ -157,7 +157,7 @@ class Engine:
             return
         self.pod.draining = True
         code = service.spec.health.exit_code
-        self.stop_cause = f"{cause} (on_fatal=exit)"
+        self.stop_cause = out_of_memory(f"{cause} (on_fatal=exit)", service.last_exit)
         self.policy_exit = code
         self.events("giving_up", service=service.name, cause=cause, exit_code=code,
                     level="error")

@@ -37,7 +37,6 @@ from start.notify import Told, extension_seconds, one_line
 from start.process import ChildProcess, SpawnError, spawn
 from start.readyfd import ReadyFd
 from start.reaper import Reaper, describe_status
-from start.termination import out_of_memory
 
 if TYPE_CHECKING:
     from healthz.metrics_deferred import Metrics
@@ -428,7 +427,6 @@ class Service:
             cause = f"restart budget of {self.name} exhausted"
         else:
             return
-        cause = out_of_memory(cause, self.last_exit)
         self._gave_up = True
         if self.ctx.on_unhealable is not None:
             self.ctx.on_unhealable(self, cause)
@@ -571,7 +569,7 @@ class Service:
         if proc is not self._proc:
             return
         description, code = describe_status(status)
-        if code == -signal.SIGKILL and self.ctx.oom is not None and self.ctx.oom.took():
+        if code == -signal.SIGKILL and self._oom_killed():
             description = OOM_KILLED
             self._oom_kills += 1
             self.ctx.emit("oom_killed", service=self.name, pid=proc.pid,
@@ -586,6 +584,18 @@ class Service:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _oom_killed(self) -> bool:
+        """Its process died of SIGKILL: whether the OOM killer sent it (start.oomkill). The
+        counter is read even after a SIGKILL of our own (stopwaitsecs, the drain's deadline),
+        so that a kill it counted meanwhile is not given to a later death."""
+        oom = self.ctx.oom
+        if oom is None or not oom.took():
+            return False
+        halt = self._phase.halt
+        ours = self._phase.killed_at_deadline or (
+            halt is not None and self.ctx.clock() >= halt.kill_at)
+        return not ours
 
     # -- probes -------------------------------------------------------------------------------
 
