@@ -117,14 +117,16 @@ def test_lowering_without_cap_sys_resource_keeps_the_pods_value_and_says_so(
         "door": {"command": "sh -c 'sleep 0.2; exit 1'", "startsecs": "0",
                  "autorestart": "true"},
         "ide": {"command": SCORE}},
-        {"door": {"oom_score_adj": "-500"}, "ide": {"oom_score_adj": "900"}})
+        {"door": {"oom_score_adj": "50"}, "ide": {"oom_score_adj": "900"}})
+    # Started at 100 by a privileged write, as a container runtime starts it: the floor.
     pod = RunningPod(catalogue, tmp_path / "home", wrapper=[
+        "sh", "-c", 'echo 100 > /proc/self/oom_score_adj && exec "$@"', "sh",
         "setpriv", "--inh-caps=-sys_resource", "--bounding-set=-sys_resource", "--"])
     try:
         pod.wait_event("spawned", service="door", count=3, timeout=20)
         [said] = pod.events("oom_score_adj_refused")
-        own = score(pod.engine_pid)
-        assert (said["service"], said["wanted"], said["got"]) == ("door", -500, own)
+        assert score(pod.engine_pid) == 100
+        assert (said["service"], said["wanted"], said["got"]) == ("door", 50, 100)
         [ide] = pod.wait_event("spawned", service="ide")
         assert score(ide["pid"]) == 900  # raising needs no privilege
     finally:
