@@ -87,16 +87,16 @@ def children(pid: int) -> list[int]:
 
 
 def test_oom_score_adj_is_the_services_and_its_descendants(tmp_path: Path) -> None:
-    """Set in the child before exec, so what it starts inherits it: raised, lowered (the tests
-    run as root, with CAP_SYS_RESOURCE), as another user, and left alone without the key."""
+    """Set in the child before exec, so what it starts inherits it: raised (no privilege
+    needed; lowering is the next test's), as another user, and left alone without the key."""
     catalogue = write_catalogue(tmp_path / "cat", {
         "ide": {"command": SCORE}, "door": {"command": SCORE},
         "other": {"command": SCORE, "user": "nobody"}, "plain": {"command": SCORE}},
-        {"ide": {"oom_score_adj": "1000"}, "door": {"oom_score_adj": "-500"},
+        {"ide": {"oom_score_adj": "1000"}, "door": {"oom_score_adj": "300"},
          "other": {"oom_score_adj": "700"}})
     pod = RunningPod(catalogue, tmp_path / "home")
     try:
-        wanted = {"ide": 1000, "door": -500, "other": 700, "plain": score(os.getpid())}
+        wanted = {"ide": 1000, "door": 300, "other": 700, "plain": score(os.getpid())}
         for name, value in wanted.items():
             [spawned] = pod.wait_event("spawned", service=name)
             pid: int = spawned["pid"]
@@ -109,16 +109,16 @@ def test_oom_score_adj_is_the_services_and_its_descendants(tmp_path: Path) -> No
 
 def test_lowering_without_cap_sys_resource_keeps_the_pods_value_and_says_so(
         tmp_path: Path) -> None:
-    """A pod without CAP_SYS_RESOURCE (a container's default) cannot lower a service below its
-    own: the service runs at the pod's value, said once, not refused."""
+    """A pod without CAP_SYS_RESOURCE (a container's default) cannot lower a service below the
+    floor its runtime set: the service runs at the pod's value, said once, not refused."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) is not installed")
     catalogue = write_catalogue(tmp_path / "cat", {
         "door": {"command": "sh -c 'sleep 0.2; exit 1'", "startsecs": "0",
                  "autorestart": "true"},
         "ide": {"command": SCORE}},
-        {"door": {"oom_score_adj": "50"}, "ide": {"oom_score_adj": "900"}})
-    # Started at 100 by a privileged write, as a container runtime starts it: the floor.
+        {"door": {"oom_score_adj": "-500"}, "ide": {"oom_score_adj": "900"}})
+    # The pod at 100 (raised: no privilege needed), above the floor this process inherited.
     pod = RunningPod(catalogue, tmp_path / "home", wrapper=[
         "sh", "-c", 'echo 100 > /proc/self/oom_score_adj && exec "$@"', "sh",
         "setpriv", "--inh-caps=-sys_resource", "--bounding-set=-sys_resource", "--"])
@@ -126,7 +126,7 @@ def test_lowering_without_cap_sys_resource_keeps_the_pods_value_and_says_so(
         pod.wait_event("spawned", service="door", count=3, timeout=20)
         [said] = pod.events("oom_score_adj_refused")
         assert score(pod.engine_pid) == 100
-        assert (said["service"], said["wanted"], said["got"]) == ("door", 50, 100)
+        assert (said["service"], said["wanted"], said["got"]) == ("door", -500, 100)
         [ide] = pod.wait_event("spawned", service="ide")
         assert score(ide["pid"]) == 900  # raising needs no privilege
     finally:
