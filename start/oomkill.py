@@ -121,6 +121,20 @@ def score_of(pid: int) -> int | None:
         return None
 
 
+def set_score(pid: int, value: int) -> None:
+    """From PID 1, just after the spawn; a refusal is read back and reported by the caller."""
+    try:
+        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.write(fd, str(value).encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def in_child(value: int, changes_user: bool) -> Callable[[], None]:
     """What the child runs between fork and exec to set its (and so its descendants')
     oom_score_adj.

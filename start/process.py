@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from start.catalogue import ServiceSpec
 from start.childenv import service_environment
 from start.fdlimit import restore_in_child
-from start.oomkill import in_child, score_of
+from start.oomkill import in_child, score_of, set_score
 from start.strays import MARK, marked, new_mark, signal_marked
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is in fcntl from 3.10
@@ -188,9 +188,6 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
         # the child would keep ours (root's group 0).
         extra_groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
         env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
-    oom: Callable[[], None] | None = None
-    if spec.health.oom_score_adj is not None:
-        oom = in_child(spec.health.oom_score_adj, changes_user=user is not None)
     ready_fd: int | None = None
     write_end = -1
     keep: tuple[int, ...] = ()
@@ -198,6 +195,12 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
     ready = spec.health.ready
     if ready.kind == "fd" and ready.fd is not None:
         ready_fd, write_end, keep, move = _ready_pipe(ready.fd)
+    steps = _chain(restore_in_child(), move)
+    score = spec.health.oom_score_adj
+    oom: Callable[[], None] | None = None
+    if score is not None and (steps is not None or user is not None):
+        # A pre-exec step already costs subprocess its vfork: one more write costs nothing.
+        oom = in_child(score, changes_user=user is not None)
     try:
         popen = subprocess.Popen(
             spec.argv,
@@ -213,7 +216,7 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
             group=group,
             extra_groups=extra_groups,
             umask=-1 if spec.umask is None else spec.umask,
-            preexec_fn=_chain(restore_in_child(), move, oom),
+            preexec_fn=_chain(steps, oom),
         )
     except OSError as error:
         _close(ready_fd)
@@ -228,8 +231,13 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
         if stream is not None:
             os.set_blocking(stream.fileno(), False)
             _widen_pipe(stream.fileno())
-    # Read back: the child's write may have been refused (lowering needs CAP_SYS_RESOURCE).
-    got = score_of(popen.pid) if oom is not None else None
+    if score is not None and oom is None:
+        # Kept on vfork's fast path (a fork of PID 1 costs ~1.7 ms more for each of the boot's
+        # first spawns): written just after the exec. Only what the service starts in those
+        # microseconds keeps the pod's value (docs/CATALOGUE.md, "Memory pressure").
+        set_score(popen.pid, score)
+    # Read back: the write may have been refused (lowering needs CAP_SYS_RESOURCE).
+    got = score_of(popen.pid) if score is not None else None
     return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
                         started_mono=time.monotonic(), mark=mark, ready_fd=ready_fd,
                         oom_score_adj=got)
