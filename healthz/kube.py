@@ -188,8 +188,10 @@ class KubeFaces:
 def health_document(snap: PodSnapshot, *, private: bool) -> tuple[str, dict[str, object]]:
     """The aggregate in the IETF health-check draft's shape, and its status.
 
-    pass: every service ready; warn: only non-critical services are not; fail: a critical one
-    is not, or the pod is draining. `output` (the reasons) only on the private face.
+    Per service NAME:ready and NAME:live. pass: every service ready and live without recent
+    restarts; warn: only non-critical services are not ready, or a service restarted lately
+    or fails its liveness probe; fail: a critical one is not ready or is past its restart
+    budget, or the pod is draining. `output` (the reasons) only on the private face.
     """
     now = datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="seconds")
     checks: dict[str, list[dict[str, object]]] = {}
@@ -209,6 +211,11 @@ def health_document(snap: PodSnapshot, *, private: bool) -> tuple[str, dict[str,
             outputs.append(f"{svc.name}: {entry['output']}")
         checks[f"{svc.name}:ready"] = [entry]
         worst = _worse(worst, status)
+        live = _liveness_entry(svc, now, private)
+        if "output" in live:
+            outputs.append(f"{svc.name}: {live['output']}")
+        checks[f"{svc.name}:live"] = [live]
+        worst = _worse(worst, str(live["status"]))
     checks["pod:draining"] = [{
         "componentType": "system",
         "observedValue": snap.draining,
@@ -231,6 +238,35 @@ def health_document(snap: PodSnapshot, *, private: bool) -> tuple[str, dict[str,
     if private and outputs:
         doc["output"] = "; ".join(outputs)
     return worst, doc
+
+
+def _liveness_entry(svc: ServiceSnapshot, now: str, private: bool) -> dict[str, object]:
+    """A service's liveness beside its readiness, so that one that keeps crashing shows even
+    at a moment it happens to be up. fail: a critical service past its restart budget (what
+    fails /livez); warn: a non-critical one past it, a failing liveness probe, or restarts
+    (crash, exit, liveness) inside the window. Counts only on the public face."""
+    if svc.budget_exhausted:
+        status = "fail" if svc.critical else "warn"
+    elif not svc.live or svc.recent_restarts:
+        status = "warn"
+    else:
+        status = "pass"
+    entry: dict[str, object] = {
+        "componentId": svc.name,
+        "componentType": "service",
+        "observedValue": svc.recent_restarts,
+        "observedUnit": f"restarts in {svc.restart_window:g}s",
+        "status": status,
+        "time": now,
+    }
+    if private and status != "pass":
+        said = ["restart budget used up"] if svc.budget_exhausted else []
+        said += [] if svc.live else ["liveness probe failing"]
+        said += [f"{svc.recent_restarts} restarts in {svc.restart_window:g}s"]
+        if svc.last_exit:
+            said.append(f"last exit: {svc.last_exit}")
+        entry["output"] = _one_line(", ".join(said))
+    return entry
 
 
 _RANK = {"pass": 0, "warn": 1, "fail": 2}

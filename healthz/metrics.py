@@ -56,6 +56,9 @@ class _SnapshotCollector(Collector):
             f"{PREFIX}_log_write_failures",
             "Writes to a service's log file that failed (full or read-only volume); the lines "
             "still reached container stdout.", labels=["service"])
+        oom_kills = CounterMetricFamily(
+            f"{PREFIX}_service_oom_kills", "Runs of the service the kernel's OOM killer ended "
+            "(the pod's memory cgroup counted the kill: docs/LIFECYCLE.md).", labels=["service"])
         for svc in snap.services:
             name = svc.name
             up.add_metric([name], 1.0 if svc.pid is not None else 0.0)
@@ -72,6 +75,7 @@ class _SnapshotCollector(Collector):
             for label, count in sorted(by_reason.items()):
                 restarts.add_metric([name, label], float(count))
             log_failures.add_metric([name], float(svc.log_write_failures))
+            oom_kills.add_metric([name], float(svc.oom_kills))
             if svc.last_exit_code is not None:
                 exit_code.add_metric([name], float(svc.last_exit_code))
             if svc.pid is not None:
@@ -82,7 +86,7 @@ class _SnapshotCollector(Collector):
         unattributed = self._tree.unattributed(
             {svc.name: self._pod.pids_of(svc.name) for svc in snap.services})
         self._tree.forget_dead()
-        yield from (up, ready, live, restarts, exit_code, rss, cpu, log_failures)
+        yield from (up, ready, live, restarts, exit_code, rss, cpu, log_failures, oom_kills)
         yield GaugeMetricFamily(
             f"{PREFIX}_unattributed_processes", "Live processes of the pod that no service's "
             "run accounts for (no run mark, not below a service's main process) and that are "

@@ -26,6 +26,11 @@ class State(enum.StrEnum):
     FATAL = "fatal"  # start retries used up; still retried, at the backoff cap
 
 
+# A service's last exit when its process died of SIGKILL and the pod's memory cgroup counted an
+# OOM kill meanwhile (start.oomkill), instead of describe_status's "signal 9 (SIGKILL)".
+OOM_KILLED = "signal 9 (SIGKILL): OOM killer"
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSnapshot:
     """What is known of one service at one moment. `reason` is for the control socket only."""
@@ -48,6 +53,9 @@ class ServiceSnapshot:
     status: str = ""  # what the service said of itself (sd_notify's STATUS=); control socket only
     task: bool = False  # a one-shot task ([task:NAME]): ready once it exited 0
     failed: bool = False  # a task failed for good, or a service is held back by one
+    recent_restarts: int = 0  # crash, exit and liveness restarts inside restart_window
+    restart_window: float = 600.0  # seconds: restart_budget's window, else ten minutes
+    oom_kills: int = 0  # runs the kernel's OOM killer ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LIST_SEPARATOR = re.compile(r"[\s,]+")
+_WHOLE = re.compile(r"[+-]?[0-9]{1,6}")  # ASCII digits only (tests/test_unicode_digits.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,13 @@ class HealthSpec:
     public: bool = False
     restart_budget: RestartBudget | None = None
     watchdog: float | None = None  # seconds between the service's WATCHDOG=1 (sd_notify)
+    # When it can no longer be healed (fatal, or past restart_budget): "keep" running and let
+    # /livez or /startupz tell the kubelet, or "exit": drain and end the pod with `exit_code`
+    # (a plain `docker run` has no kubelet to ask).
+    on_fatal: str = "keep"
+    exit_code: int = 75  # EX_TEMPFAIL: a restart of the container may heal it
+    # Written to the child's /proc/self/oom_score_adj before exec (None: PID 1's, inherited).
+    oom_score_adj: int | None = None
 
     @classmethod
     def default(cls) -> HealthSpec:
@@ -99,6 +107,9 @@ def parse_health_section(items: Mapping[str, str]) -> tuple[HealthSpec, list[Spe
         problems.append(SpecProblem("live", f"{live.text!r} tells readiness only; for a "
                                     "liveness signal from the service use watchdog=DURATION"))
         del values["live"]
+    if "exit_code" in values and values.get("on_fatal", "keep") != "exit":
+        problems.append(SpecProblem("exit_code", "only used with on_fatal=exit; add it or "
+                                    "remove exit_code"))
     return replace(HealthSpec(), **values), problems
 
 
@@ -178,6 +189,33 @@ def _restart_budget(text: str) -> RestartBudget | None:
     return RestartBudget(count=count, window=window)
 
 
+def _on_fatal(text: str) -> str:
+    word = text.strip().lower()
+    if word not in ("keep", "exit"):
+        raise ValueError(f"{text.strip()!r} is not keep or exit")
+    return word
+
+
+def _whole(text: str, low: int, high: int, what: str) -> int:
+    stripped = text.strip()
+    if not _WHOLE.fullmatch(stripped):
+        raise ValueError(f"{stripped!r} is not a whole number; {what}")
+    value = int(stripped)
+    if not low <= value <= high:
+        raise ValueError(f"{stripped!r} is out of range; {what}")
+    return value
+
+
+def _exit_code(text: str) -> int:
+    return _whole(text, 1, 255, "an exit code is 1 to 255")
+
+
+def _oom_score_adj(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    return _whole(text, -1000, 1000, "oom_score_adj is -1000 to 1000, or none")
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "ready": parse_probe,
     "live": parse_probe,
@@ -192,6 +230,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "public": _boolean,
     "restart_budget": _restart_budget,
     "watchdog": _watchdog,
+    "on_fatal": _on_fatal,
+    "exit_code": _exit_code,
+    "oom_score_adj": _oom_score_adj,
 }
 
 # What people used to Kubernetes or Compose write instead, beyond what difflib finds close.
@@ -214,4 +255,8 @@ _ALIASES = {
     "startup_timeout": "start_timeout",
     "watchdog_sec": "watchdog",
     "watchdogsec": "watchdog",
+    "oomscoreadjust": "oom_score_adj",
+    "oom_score_adjust": "oom_score_adj",
+    "on_failure": "on_fatal",
+    "exitcode": "exit_code",
 }

@@ -18,6 +18,7 @@ import sys
 
 from start.catalogue import Catalogue, ServiceSpec
 from start.errors import EXIT_RUNTIME
+from start.oomkill import pod_counter
 from start.process import ChildProcess, SpawnError, become_subreaper, needs_notify_socket, spawn
 from start.settings import Settings
 
@@ -68,6 +69,7 @@ def spawn_first_wave(catalogue: Catalogue, base_env: dict[str, str]) -> dict[str
     """Spawn the first wave; a service that cannot be spawned is left to the engine, which
     tries again and reports it as it would any failed spawn."""
     become_subreaper()  # first: what the first wave orphans must come to us (the engine asks too)
+    pod_counter()  # the OOM kills counted before any spawn are not a service's (start.oomkill)
     spawned: dict[str, ChildProcess] = {}
     for spec in first_wave(catalogue):
         try:

@@ -25,14 +25,15 @@ from start.fdlimit import raise_own_limit
 from start.logs import Console
 from start.mounts import run_dir_problem
 from start.notify import SOCKET_NAME, NotifySocket
+from start.oomkill import pod_counter
 from start.pod import Pod
 from start.podcheck import CatalogueChecker
 from start.reaper import Reaper, become_subreaper
 from start.reparse import IsolatedParser
-from start.service import EngineContext
+from start.service import EngineContext, Service
 from start.settings import Settings
 from start.stopsignals import kept_signals
-from start.termination import after_drain, cause_at_signal
+from start.termination import after_drain, cause_at_signal, out_of_memory
 from start.termination import write as write_termination_message
 from start.watch import CatalogueWatcher, Targets, targets_of
 
@@ -102,6 +103,9 @@ class Engine:
         # of the services when the first stop signal came.
         self.failure: str | None = None
         self.stop_cause: str | None = None
+        self.policy_exit: int | None = None  # on_fatal=exit: the code the pod ends with
+        self.ctx.on_unhealable = self.on_unhealable
+        self.ctx.oom = pod_counter()
 
     async def run(self) -> int:
         self.install_signal_handlers()
@@ -144,6 +148,19 @@ class Engine:
         # kubelet sent it.
         self.stop_cause = cause_at_signal(self.pod.snapshot().services)
         self.events("signal", signal=signal.Signals(signum).name)
+        self.stop_requested.set()
+
+    def on_unhealable(self, service: Service, cause: str) -> None:
+        """A service with on_fatal=exit can no longer be healed: drain, and exit with its
+        code; the cause is the termination message."""
+        if self.pod.draining:
+            return
+        self.pod.draining = True
+        code = service.spec.health.exit_code
+        self.stop_cause = out_of_memory(f"{cause} (on_fatal=exit)", service.last_exit)
+        self.policy_exit = code
+        self.events("giving_up", service=service.name, cause=cause, exit_code=code,
+                    level="error")
         self.stop_requested.set()
 
     def on_hangup(self) -> None:
@@ -238,6 +255,8 @@ class Engine:
             await server.stop()
         if not in_time and exit_code == EXIT_OK:
             exit_code = EXIT_RUNTIME
+        if self.policy_exit is not None and self.failure is None:
+            exit_code = self.policy_exit  # why the pod ended matters more than how the drain went
         killed = [s.name for s in self.pod.services.values() if s.killed_at_deadline]
         reason = self.failure or after_drain(self.stop_cause, killed)
         if self.settings.termination_log is not None:

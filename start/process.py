@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from start.catalogue import ServiceSpec
 from start.childenv import service_environment
 from start.fdlimit import restore_in_child
+from start.oomkill import in_child, score_of, set_score
 from start.strays import MARK, marked, new_mark, signal_marked
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; the constant is in fcntl from 3.10
@@ -36,6 +37,7 @@ class ChildProcess:
     started_mono: float
     mark: str = ""  # in every descendant's environment (start.strays); "" for none
     ready_fd: int | None = None  # read end of `ready=fd:N`'s pipe (start.readyfd reads it)
+    oom_score_adj: int | None = None  # what it got, when the catalogue set one (start.oomkill)
 
     @property
     def stdout_fd(self) -> int | None:
@@ -193,6 +195,12 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
     ready = spec.health.ready
     if ready.kind == "fd" and ready.fd is not None:
         ready_fd, write_end, keep, move = _ready_pipe(ready.fd)
+    steps = _chain(restore_in_child(), move)
+    score = spec.health.oom_score_adj
+    oom: Callable[[], None] | None = None
+    if score is not None and (steps is not None or user is not None):
+        # A pre-exec step already costs subprocess its vfork: one more write costs nothing.
+        oom = in_child(score, changes_user=user is not None)
     try:
         popen = subprocess.Popen(
             spec.argv,
@@ -208,7 +216,7 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
             group=group,
             extra_groups=extra_groups,
             umask=-1 if spec.umask is None else spec.umask,
-            preexec_fn=_chain(restore_in_child(), move),
+            preexec_fn=_chain(steps, oom),
         )
     except OSError as error:
         _close(ready_fd)
@@ -223,8 +231,16 @@ def spawn(spec: ServiceSpec, base_env: dict[str, str],
         if stream is not None:
             os.set_blocking(stream.fileno(), False)
             _widen_pipe(stream.fileno())
+    if score is not None and oom is None:
+        # Kept on vfork's fast path (a fork of PID 1 costs ~1.7 ms more for each of the boot's
+        # first spawns): written just after the exec. Only what the service starts in those
+        # microseconds keeps the pod's value (docs/CATALOGUE.md, "Memory pressure").
+        set_score(popen.pid, score)
+    # Read back: the write may have been refused (lowering needs CAP_SYS_RESOURCE).
+    got = score_of(popen.pid) if score is not None else None
     return ChildProcess(popen=popen, pid=popen.pid, started_at=time.time(),
-                        started_mono=time.monotonic(), mark=mark, ready_fd=ready_fd)
+                        started_mono=time.monotonic(), mark=mark, ready_fd=ready_fd,
+                        oom_score_adj=got)
 
 
 def _close(fd: int | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import signal
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Collection
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from healthz.freshness import is_stale
-from healthz.model import ServiceSnapshot, State
+from healthz.model import OOM_KILLED, ServiceSnapshot, State
 from healthz.probe_spec import SELF_REPORTED
 from start import lifecycle
 from start.catalogue import ServiceSpec
@@ -43,9 +44,11 @@ if TYPE_CHECKING:
     from healthz.probe_loop import ProbeLoop
     from healthz.probe_run import ProbeResult
     from start.notify import NotifySocket
+    from start.oomkill import OomCounter
 
 LEFTOVER_POLL = 0.005  # seconds between checks that a dead run's group is empty
 LEFTOVER_WAIT = 2.0  # after this, start anyway (something in D state ignores SIGKILL) and say so
+RECENT_WINDOW = 600.0  # without a restart_budget, /health counts restarts over 10 minutes
 
 ProbeKind = Literal["ready", "live"]
 
@@ -78,6 +81,9 @@ class EngineContext:
     # Spawned before the engine (start.early), by name; the boot adopts them.
     prespawned: dict[str, ChildProcess] = field(default_factory=dict)
     notify: NotifySocket | None = None  # the sd_notify socket, once the engine bound it
+    oom: OomCounter | None = None  # the pod's memory cgroup's OOM kills (start.oomkill)
+    # Told, once, of a service with on_fatal=exit that can no longer be healed, and why.
+    on_unhealable: Callable[[Service, str], None] | None = None
 
 
 class _Timers:
@@ -122,7 +128,10 @@ class Service:
         self._stop_waiters: list[asyncio.Future[None]] = []
         self._waiting: asyncio.Task[None] | None = None  # for the services named in `after`
         self._restarts: Counter[str] = Counter()
-        self._restart_times: deque[float] = deque()  # only with a restart_budget
+        # Counted restarts inside restart_window: the budget's, and /health's liveness.
+        self._restart_times: deque[float] = deque()
+        self._oom_kills = 0
+        self._oom_refusal_said = False
         self._probes: dict[ProbeKind, ProbeLoop] = {}
         self._probe_stops: set[asyncio.Task[None]] = set()
         self._pumps: list[Pump] = []
@@ -132,6 +141,7 @@ class Service:
         self._leftovers: tuple[ChildProcess, float] | None = None
         self._told = Told()  # what the current run said of itself (sd_notify)
         self._ready_fd: ReadyFd | None = None  # ready=fd:N's pipe, until the newline
+        self._gave_up = False  # on_fatal=exit has told the engine
         if done_before:
             self._settled.set()
 
@@ -236,14 +246,27 @@ class Service:
         probe = self._probes.get("live")
         return probe is None or probe.consecutive_failures < self.spec.health.failures
 
+    @property
+    def restart_window(self) -> float:
+        """Over how many seconds recent restarts are counted: the budget's, or RECENT_WINDOW."""
+        budget = self.spec.health.restart_budget
+        return budget.window if budget is not None else RECENT_WINDOW
+
+    def recent_restarts(self) -> int:
+        """Restarts that count towards a budget (crash, exit, liveness) in the window."""
+        now = self.ctx.clock()
+        window = self.restart_window
+        while self._restart_times and self._restart_times[0] < now - window:
+            self._restart_times.popleft()  # older than the window: never needed again
+        return len(self._restart_times)
+
     def budget_exhausted(self) -> bool:
         budget = self.spec.health.restart_budget
         if budget is None:
             return False
-        now = self.ctx.clock()
-        while self._restart_times and self._restart_times[0] < now - budget.window:
-            self._restart_times.popleft()  # older than the window: never needed again
-        return lifecycle.over_budget(self._restart_times, budget.count, budget.window, now)
+        self.recent_restarts()  # pruned to the window
+        return lifecycle.over_budget(self._restart_times, budget.count, budget.window,
+                                     self.ctx.clock())
 
     def snapshot(self) -> ServiceSnapshot:
         ready = self.ready
@@ -272,6 +295,9 @@ class Service:
             last_exit_code=self.last_exit_code,
             reason="" if ready else reason,
             budget_exhausted=self.budget_exhausted(),
+            recent_restarts=self.recent_restarts(),
+            restart_window=self.restart_window,
+            oom_kills=self._oom_kills,
             log_write_failures=self._log.failures if self._log is not None else 0,
             transient=self.spec.transient,
             status=self._told.status if self._proc is not None else "",
@@ -419,6 +445,21 @@ class Service:
                     self._notify()
         finally:
             self._stepping = False
+        if self.spec.health.on_fatal == "exit" and not self._gave_up:
+            self._give_up_if_unhealable()
+
+    def _give_up_if_unhealable(self) -> None:
+        """on_fatal=exit: past its retries or its restart budget, the pod ends (the engine
+        drains) instead of failing /livez for a kubelet that a plain container does not have."""
+        if self._phase.state is State.FATAL:
+            cause = f"service {self.name} fatal"
+        elif self.budget_exhausted():
+            cause = f"restart budget of {self.name} exhausted"
+        else:
+            return
+        self._gave_up = True
+        if self.ctx.on_unhealable is not None:
+            self.ctx.on_unhealable(self, cause)
 
     def _do(self, action: Action) -> None:
         match action:
@@ -464,11 +505,11 @@ class Service:
 
     def _count_restart(self, reason: str) -> None:
         self._restarts[reason] += 1
-        # Only a budget reads this history (and prunes it): without one, keeping it would
-        # grow by one entry per restart for the pod's lifetime (found by the soak).
-        if (lifecycle.counts_towards_budget(reason)
-                and self.spec.health.restart_budget is not None):
+        if lifecycle.counts_towards_budget(reason):
             self._restart_times.append(self.ctx.clock())
+            # Pruned here too, not only when read: unread, it would grow by one entry per
+            # restart for the pod's lifetime (found by the soak).
+            self.recent_restarts()
 
     def _mark_done(self) -> None:
         task = self.spec.task
@@ -513,6 +554,12 @@ class Service:
             return
         self._proc = proc
         self._told = Told()
+        wanted = self.spec.health.oom_score_adj
+        if (wanted is not None and proc.oom_score_adj is not None
+                and proc.oom_score_adj != wanted and not self._oom_refusal_said):
+            self._oom_refusal_said = True  # once: a crash loop would say it at every spawn
+            self.ctx.emit("oom_score_adj_refused", service=self.name, wanted=wanted,
+                          got=proc.oom_score_adj, level="warning")
         if proc.ready_fd is not None:
             self._ready_fd = ReadyFd(self.ctx.loop, proc.ready_fd,
                                      functools.partial(self._fd_ready, proc))
@@ -568,6 +615,11 @@ class Service:
         if proc is not self._proc:
             return
         description, code = describe_status(status)
+        if code == -signal.SIGKILL and self._oom_killed():
+            description = OOM_KILLED
+            self._oom_kills += 1
+            self.ctx.emit("oom_killed", service=self.name, pid=proc.pid,
+                          oom_score_adj=proc.oom_score_adj, level="warning")
         ran = self.ctx.clock() - proc.started_mono
         self._proc = None
         if self._ready_fd is not None:
@@ -578,6 +630,18 @@ class Service:
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _oom_killed(self) -> bool:
+        """Its process died of SIGKILL: whether the OOM killer sent it (start.oomkill). The
+        counter is read even after a SIGKILL of our own (stopwaitsecs, the drain's deadline),
+        so that a kill it counted meanwhile is not given to a later death."""
+        oom = self.ctx.oom
+        if oom is None or not oom.took():
+            return False
+        halt = self._phase.halt
+        ours = self._phase.killed_at_deadline or (
+            halt is not None and self.ctx.clock() >= halt.kill_at)
+        return not ours
 
     # -- probes -------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from healthz.model import ServiceSnapshot, State
+from healthz.model import OOM_KILLED, ServiceSnapshot, State
 
 KUBELET_FILE = Path("/dev/termination-log")
 MAX_BYTES = 4096  # the kubelet keeps no more of it
@@ -40,11 +40,17 @@ def cause_at_signal(services: Iterable[ServiceSnapshot]) -> str | None:
     critical = [s for s in services if s.critical]
     for service in critical:
         if service.budget_exhausted:
-            return f"restart budget of {service.name} exhausted"
+            return out_of_memory(f"restart budget of {service.name} exhausted",
+                                 service.last_exit)
     for service in critical:
         if service.state is State.FATAL:
-            return f"critical service {service.name} fatal"
+            return out_of_memory(f"critical service {service.name} fatal", service.last_exit)
     return None
+
+
+def out_of_memory(cause: str, last_exit: str | None) -> str:
+    """The cause, saying so when the OOM killer ended the last run: what to fix is memory."""
+    return f"{cause}; last exit: OOM killer" if last_exit == OOM_KILLED else cause
 
 
 def after_drain(cause: str | None, killed: list[str]) -> str:

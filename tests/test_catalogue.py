@@ -115,6 +115,11 @@ def test_production_catalogue_with_demo_overlay_is_valid() -> None:
                                is not None)
     nginx = catalogue.get("nginx")
     assert nginx is not None and set(nginx.after) == {"theia", "coditect-v5-api", "codi2"}
+    # Under memory pressure the developer's processes go first, the door last (PID 1 keeps
+    # its own value, below all of them): docs/CATALOGUE.md, "Memory pressure".
+    scores = {s.name: s.health.oom_score_adj for s in catalogue.services}
+    assert scores == {"theia": 1000, "codi2": 600, "file-monitor": 600,
+                      "coditect-v5-api": 300, "nginx": 200}
 
 
 def test_overlay_problems_name_the_overlay(tmp_path: Path) -> None:

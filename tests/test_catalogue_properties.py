@@ -15,7 +15,8 @@ from start.catalogue.program import PROGRAM_KEYS
 from start.errors import ConfigError
 
 HEALTH_KEYS = ("ready", "live", "interval", "timeout", "failures", "start_timeout", "after",
-               "critical", "requires_env", "restart_budget")
+               "critical", "requires_env", "restart_budget", "on_fatal", "exit_code",
+               "oom_score_adj")
 ENVIRON = {"PATH": "/usr/bin:/bin", "HOME": "/root", "X": "1"}
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -241,14 +241,53 @@ async def test_secrets_never_leave_through_tcp(pod: FakePod, tmp_path: Path) -> 
 
 
 async def test_health_document_shape(tmp_path: Path) -> None:
-    """/health has the draft's shape: status, checks keyed NAME:ready, one entry each."""
+    """/health has the draft's shape: status, checks keyed NAME:ready and NAME:live, one entry
+    each."""
     pod = FakePod([service("web"), service("side", critical=False, ready=False)])
     async with running_faces(pod, tmp_path) as faces:
         status, doc, ctype = await health(faces, "tcp")
         assert ctype == "application/health+json"
         assert status == 200
         assert doc["status"] == "warn"
-        assert set(doc["checks"]) == {"web:ready", "side:ready", "pod:draining"}
+        assert set(doc["checks"]) == {"web:ready", "web:live", "side:ready", "side:live",
+                                      "pod:draining"}
+        assert doc["checks"]["web:live"][0]["observedValue"] == 0
+        assert doc["checks"]["web:live"][0]["observedUnit"] == "restarts in 600s"
         for entries in doc["checks"].values():
             assert len(entries) == 1
             assert entries[0]["status"] in ("pass", "warn", "fail")
+
+
+async def test_health_live_shows_a_crash_loop_at_a_moment_it_is_up(tmp_path: Path) -> None:
+    """A service that is ready right now but restarted lately warns on NAME:live; one past
+    its budget fails it (critical) or warns (not critical). The TCP face tells the count and
+    the status, never the last exit; the unix socket tells both."""
+    pod = FakePod([
+        service("web", recent_restarts=3, restart_window=60.0, restarts=3,
+                last_exit=f"exit 1 {SECRET}"),
+        service("side", critical=False, budget_exhausted=True, recent_restarts=9),
+        service("calm", restarts=4, restarts_by_reason={"manual": 4}),
+    ])
+    async with running_faces(pod, tmp_path) as faces:
+        status, doc, _ = await health(faces, "tcp")
+        assert (status, doc["status"]) == (200, "warn")
+        web = doc["checks"]["web:live"][0]
+        assert (web["status"], web["observedValue"], web["observedUnit"]) == (
+            "warn", 3, "restarts in 60s")
+        assert doc["checks"]["web:ready"][0]["status"] == "pass"
+        assert doc["checks"]["side:live"][0]["status"] == "warn"
+        assert doc["checks"]["calm:live"][0]["status"] == "pass"  # an operator's restarts
+        assert "output" not in web and "hunter2" not in json.dumps(doc)
+        _, private, _ = await health(faces, "unix")
+        assert private["checks"]["web:live"][0]["output"] == (
+            f"3 restarts in 60s, last exit: exit 1 {SECRET}")
+        assert private["checks"]["side:live"][0]["output"].startswith("restart budget used up")
+
+        pod.update("web", budget_exhausted=True, recent_restarts=11)
+        status, doc, _ = await health(faces, "tcp")
+        assert (status, doc["status"]) == (503, "fail")
+        assert doc["checks"]["web:live"][0]["status"] == "fail"
+
+        pod.update("web", budget_exhausted=False, recent_restarts=0, live=False)
+        _, doc, _ = await health(faces, "tcp")
+        assert doc["checks"]["web:live"][0]["status"] == "warn"

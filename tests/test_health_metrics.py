@@ -66,7 +66,7 @@ def test_snapshot_families() -> None:
     """up, ready, live, restarts by reason, last exit code come from the snapshot as it is."""
     pod = FakePod([
         service("theia", pid=4242, restarts=5, restarts_by_reason={"liveness": 2, "exit": 1},
-                last_exit_code=-9),
+                last_exit_code=-9, oom_kills=2),
         service("codi2", critical=False, ready=False, live=False, state=State.BACKOFF,
                 log_write_failures=3),
     ])
@@ -86,6 +86,8 @@ def test_snapshot_families() -> None:
     assert value(text, "coditect_pod_service_last_exit_code", service="codi2") is None
     assert value(text, "coditect_pod_log_write_failures_total", service="codi2") == 3.0
     assert value(text, "coditect_pod_log_write_failures_total", service="theia") == 0.0
+    assert value(text, "coditect_pod_service_oom_kills_total", service="theia") == 2.0
+    assert value(text, "coditect_pod_service_oom_kills_total", service="codi2") == 0.0
     assert value(text, "coditect_pod_draining") == 1.0
     assert value(text, "coditect_pod_started_up") == 0.0
     assert value(text, "coditect_pod_loop_lag_seconds") == 0.25

@@ -209,6 +209,9 @@ KEYS = st.sampled_from(
         "critical",
         "requires_env",
         "restart_budget",
+        "on_fatal",
+        "exit_code",
+        "oom_score_adj",
     ]
 )
 
@@ -220,3 +223,38 @@ def test_arbitrary_sections_give_problems_not_exceptions(items: dict[str, str]) 
     assert isinstance(spec, HealthSpec)
     assert all(isinstance(p, SpecProblem) and p.message for p in problems)
     assert spec.interval > 0 and spec.timeout > 0 and spec.failures >= 1
+
+
+def test_exit_policy_and_oom_score_adj() -> None:
+    """on_fatal keeps running by default; exit_code goes with on_fatal=exit; oom_score_adj is
+    the kernel's range, or none (the pod's own)."""
+    spec = HealthSpec.default()
+    assert (spec.on_fatal, spec.exit_code, spec.oom_score_adj) == ("keep", 75, None)
+    spec = parse_ok({"on_fatal": " Exit ", "exit_code": "3", "oom_score_adj": "-1000"})
+    assert (spec.on_fatal, spec.exit_code, spec.oom_score_adj) == ("exit", 3, -1000)
+    assert parse_ok({"oom_score_adj": "+1000"}).oom_score_adj == 1000
+    assert parse_ok({"oom_score_adj": "none"}).oom_score_adj is None
+
+
+@pytest.mark.parametrize(
+    ("items", "key", "fragment"),
+    [
+        ({"on_fatal": "restart"}, "on_fatal", "not keep or exit"),
+        ({"on_fatal": "exit", "exit_code": "0"}, "exit_code", "1 to 255"),
+        ({"on_fatal": "exit", "exit_code": "256"}, "exit_code", "1 to 255"),
+        ({"on_fatal": "exit", "exit_code": "x"}, "exit_code", "not a whole number"),
+        ({"exit_code": "3"}, "exit_code", "only used with on_fatal=exit"),
+        ({"oom_score_adj": "1001"}, "oom_score_adj", "-1000 to 1000"),
+        ({"oom_score_adj": "-2000"}, "oom_score_adj", "-1000 to 1000"),
+        ({"oom_score_adj": "5.5"}, "oom_score_adj", "not a whole number"),
+        ({"oom_score_adj": "-+5"}, "oom_score_adj", "not a whole number"),
+        ({"oomscoreadjust": "5"}, "oomscoreadjust", "did you mean 'oom_score_adj'"),
+    ],
+)
+def test_exit_policy_and_oom_score_adj_problems(items: dict[str, str], key: str,
+                                                fragment: str) -> None:
+    """Each bad value is one problem naming its key and what to write instead."""
+    _spec, problems = parse_health_section(items)
+    assert len(problems) == 1, problems
+    assert problems[0].key == key
+    assert fragment in problems[0].message

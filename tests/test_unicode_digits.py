@@ -49,6 +49,7 @@ def test_durations(text: str) -> None:
     ("interval", f"{FULL_WIDTH_15}s"), ("timeout", ARABIC_INDIC_15),
     ("start_timeout", MIXED_15), ("failures", FULL_WIDTH_15),
     ("restart_budget", f"{FULL_WIDTH_15}/10m"), ("restart_budget", f"10/{ARABIC_INDIC_15}m"),
+    ("oom_score_adj", FULL_WIDTH_15),
 ])
 def test_health_keys(key: str, value: str) -> None:
     _spec, problems = parse_health_section({key: value})
