@@ -46,6 +46,7 @@ class ServiceSnapshot:
     log_write_failures: int = 0  # chunks its log file could not take (full or read-only volume)
     transient: bool = False  # added by `podctl run`, not by the catalogue
     status: str = ""  # what the service said of itself (sd_notify's STATUS=); control socket only
+    after: tuple[str, ...] = ()  # the services it waits for (`after`, resolved): the timeline's
 
 
 @dataclass(frozen=True, slots=True)

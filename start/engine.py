@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from healthz.eventfeed import EventFeed
 from start.boot import Boot
 from start.catalogue import Catalogue
 from start.childenv import forget_secrets
@@ -78,6 +79,8 @@ class Engine:
         self.console = Console(fmt=settings.log_format)
         self.console.attach(loop)
         self.events = EventLog(self.console)
+        self.feed = EventFeed()  # the control socket's followers (`podctl events -f`)
+        self.events.feed = self.feed
         self.ctx = EngineContext(loop=loop, reaper=self.reaper, console=self.console,
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
@@ -207,7 +210,7 @@ class Engine:
         # later ones give their child the pod's own limit back (start.fdlimit).
         raise_own_limit()
         server = HealthServer(self.pod, self.boot.metrics, tcp_addr=settings.health_addr,
-                              unix_path=settings.run_dir / "podctl.sock")
+                              unix_path=settings.run_dir / "podctl.sock", feed=self.feed)
         try:
             await server.start()
         except (OSError, ValueError) as error:

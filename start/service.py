@@ -249,6 +249,7 @@ class Service:
             log_write_failures=self._log.failures if self._log is not None else 0,
             transient=self.spec.transient,
             status=self._told.status if self._proc is not None else "",
+            after=tuple(self.spec.after),
         )
 
     def dependencies(self) -> list[Service]:
