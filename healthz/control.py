@@ -298,26 +298,38 @@ class ControlRoutes:
             response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                                    "Cache-Control": "no-store"})
             await response.prepare(request)
-            await response.write(b"".join(recent))
-            if follower is not None:
-                await self._follow(response, follower)
-            await response.write_eof()
+            try:
+                if recent:
+                    await asyncio.wait_for(response.write(b"".join(recent)),
+                                           FOLLOW_WRITE_TIMEOUT)
+                if follower is not None:
+                    await self._follow(request, response, follower)
+                await response.write_eof()
+            except (ConnectionError, TimeoutError):
+                # The client left, or took nothing for FOLLOW_WRITE_TIMEOUT: let it go.
+                if request.transport is not None:
+                    request.transport.close()
             return response
         finally:
             if follower is not None:
                 self._feed.leave(follower)
 
-    async def _follow(self, response: web.StreamResponse, follower: Follower) -> None:
+    async def _follow(self, request: web.Request, response: web.StreamResponse,
+                      follower: Follower) -> None:
         closing = asyncio.ensure_future(self._closing.wait())
         try:
             while True:
                 woken = asyncio.ensure_future(follower.wakeup.wait())
-                await asyncio.wait({woken, closing}, return_when=asyncio.FIRST_COMPLETED)
+                # Woken by an event or the shutdown; once a second regardless, to notice a
+                # client that left while the pod was quiet.
+                await asyncio.wait({woken, closing}, timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 woken.cancel()
                 lines = follower.take()
                 if lines:
                     await asyncio.wait_for(response.write(b"".join(lines)),
                                            FOLLOW_WRITE_TIMEOUT)
+                follower.written()
                 if follower.dropped:
                     log.warning("event_follower_dropped", queued=follower.limit)
                     await asyncio.wait_for(response.write(encode({
@@ -326,7 +338,8 @@ class ControlRoutes:
                         "message": f"this reader fell {follower.limit} events behind; "
                                    "follow again to go on"})), FOLLOW_WRITE_TIMEOUT)
                     return
-                if closing.done():
+                if closing.done() or request.transport is None or \
+                        request.transport.is_closing():
                     return
         finally:
             closing.cancel()

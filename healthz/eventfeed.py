@@ -48,6 +48,8 @@ class Follower:
         self.limit = limit
         self.dropped = False
         self.wakeup = asyncio.Event()
+        self.idle = asyncio.Event()  # everything offered has been handed to the socket
+        self.idle.set()
 
     def offer(self, line: bytes) -> None:
         if self.dropped:
@@ -56,6 +58,7 @@ class Follower:
             self.dropped = True  # what it has is still written, then the last line
         else:
             self.lines.append(line)
+        self.idle.clear()
         self.wakeup.set()
 
     def take(self) -> list[bytes]:
@@ -63,6 +66,11 @@ class Follower:
         self.lines.clear()
         self.wakeup.clear()
         return lines
+
+    def written(self) -> None:
+        """What was taken is in the socket's hands now."""
+        if not self.lines:
+            self.idle.set()
 
 
 class EventFeed:
@@ -93,6 +101,17 @@ class EventFeed:
             self.first_spawned.setdefault(service, at)
         elif event == "ready":
             self.first_ready.setdefault(service, at)
+
+    async def flush(self, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, until every follower has been handed what was
+        published: the drain's notice reaches them before the drain stops anything, and a
+        reader that does not read delays it by `timeout` at most."""
+        waits = [asyncio.ensure_future(f.idle.wait()) for f in self._followers
+                 if not f.idle.is_set()]
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
+            for wait in waits:
+                wait.cancel()
 
     def recent(self) -> list[bytes]:
         return list(self._history)

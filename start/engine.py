@@ -65,6 +65,9 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     return await engine.run()
 
 
+FEED_FLUSH_TIMEOUT = 0.2  # seconds the drain waits for event followers to be handed the notice
+
+
 class Engine:
     """One pod's life in PID 1: spawn, serve, wait for a stop, drain."""
 
@@ -232,6 +235,8 @@ class Engine:
     # -- the end ----------------------------------------------------------------------------
 
     async def drain(self, server: HealthServer | None, exit_code: int) -> int:
+        # Those following the events get the notice (`signal`) before anything is stopped.
+        await self.feed.flush(FEED_FLUSH_TIMEOUT)
         if self.watcher is not None:
             self.watcher.stop()
         self.parser.kill()  # a reload's parse: its answer would be ignored now

@@ -187,6 +187,27 @@ async def test_a_follower_that_does_not_read_is_dropped_not_waited_for(
         await until(lambda: feed.followers == 0, 10, "the dropped follower forgotten")
 
 
+async def test_a_flush_hands_the_notice_to_every_follower_before_it_returns(
+        tmp_path: Path) -> None:
+    """What the drain waits for before it stops anything: once `flush` returns, the `signal`
+    line is already in the follower's socket (read here without waiting)."""
+    pod = FakePod(default_pod_services())
+    feed = EventFeed()
+    async with running_faces(pod, tmp_path, feed=feed) as faces:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(faces.socket_path))
+            client.sendall(b"GET /v1/events?follow=1 HTTP/1.0\r\nHost: pod\r\n\r\n")
+            await until(lambda: feed.followers == 1, 10, "the follower registered")
+            feed.publish("signal", "info", {"ts": "2026-01-01T00:00:00.000Z",
+                                            "signal": "SIGTERM"})
+            await feed.flush(10)
+            received = b""
+            with contextlib.suppress(BlockingIOError):
+                while chunk := client.recv(65536, socket.MSG_DONTWAIT):
+                    received += chunk
+            assert b'"event": "signal"' in received
+
+
 def metric_ports(pod: RunningPod) -> set[tuple[str, str]]:
     text = get(pod.health_port, "/metrics")[1]
     return {(s.labels["port"], s.labels["service"])
