@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.wait import wait_for
 from healthz.podctl_client import PodClient
+from healthz.podctl_errors import PodctlError
 
 ROOT = Path(__file__).resolve().parent.parent
 WATCHDOG = 1.0  # seconds: the lapsing service's `watchdog`
@@ -35,10 +36,11 @@ import socket, sys, time
 server = socket.create_server(("127.0.0.1", int(sys.argv[1])))
 time.sleep(1000)
 """
-# A terminal: each port written to the FIFO becomes a dev server in a session of its own.
+# A terminal: each port written to the FIFO becomes a dev server in a session of its own. An
+# empty read (it reopened the FIFO before the last writer had closed it) is read again.
 TERMINAL = """\
 while true; do
-  read port < "$FIFO" || exit 1
+  read port < "$FIFO" || continue
   setsid "$PYTHON" "$SERVER" "$port" &
 done
 """
@@ -181,8 +183,15 @@ def measure(runs: int) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     socket_path = str(run_dir / "podctl.sock")
     try:
-        wait_for(lambda: os.path.exists(socket_path), 30, "the control socket")
         client = PodClient(socket_path, 30)
+
+        def answering() -> bool:
+            try:
+                return client.request("GET", "/v1/status").status == 200
+            except PodctlError:
+                return False  # not bound, or bound and not yet listening
+
+        wait_for(answering, 30, "the control socket answering")
         follower = Follower(socket_path)
         wait_for(lambda: len(follower.named("watchdog_missed", "lapsing")) >= 1, 30,
                  "the boot settled (the first watchdog lapse)")
