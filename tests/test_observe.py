@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import json
 import os
+import pty
+import select
 import signal
 import socket
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -84,6 +87,42 @@ def test_top_sums_threads_files_and_memory_over_the_whole_tree(tmp_path: Path) -
         assert isinstance(dev["read_bytes"], int) and isinstance(dev["write_bytes"], int)
         assert document["unattributed"]["processes"] == 0
     finally:
+        pod.stop()
+
+
+def test_top_on_a_terminal_redraws_until_q(tmp_path: Path) -> None:
+    """On a terminal `podctl top` clears and redraws the table every second; `q` ends it with
+    exit 0 and the terminal's mode put back."""
+    catalogue = write_catalogue(tmp_path / "cat", {"idle": {"command": "sleep 1000",
+                                                            "startsecs": "0"}})
+    pod = RunningPod(catalogue, tmp_path / "home")
+    main, terminal = pty.openpty()
+    top: subprocess.Popen[bytes] | None = None
+    seen = bytearray()
+    try:
+        pod.wait_event("health_listening")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "CODITECT_RUN": str(pod.run_dir)}
+        mode = termios.tcgetattr(terminal)
+        top = subprocess.Popen([PYTHON, "-m", "healthz.podctl", "top"], stdin=terminal,
+                               stdout=terminal, stderr=terminal, env=env)
+
+        def redrawn() -> bool:
+            readable, _, _ = select.select([main], [], [], 0)
+            if readable:
+                seen.extend(os.read(main, 65536))
+            return seen.count(b"\x1b[2J") >= 2 and seen.count(b"idle") >= 2
+
+        wait_for(redrawn, 15, lambda: f"two redraws of the table: {bytes(seen)!r}")
+        os.write(main, b"q")
+        assert top.wait(DEADLINE) == 0
+        assert b"NAME" in seen and b"THREADS" in seen
+        assert termios.tcgetattr(terminal) == mode
+    finally:
+        if top is not None and top.poll() is None:
+            top.kill()
+            top.wait(10)
+        os.close(main)
+        os.close(terminal)
         pod.stop()
 
 
