@@ -71,9 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed and args.only else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # The real-IDE figures come from the end-to-end tests (tests/test_theia_e2e.py), not from this
 # harness: a run keeps that section of the file as it was.
@@ -87,3 +84,7 @@ def kept_section(path: Path) -> str:
         return ""
     at = text.find(KEPT_HEADING)
     return "" if at < 0 else text[at:]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from healthz.control import ControlRoutes, json_errors
+from healthz.eventfeed import EventFeed
 from healthz.kube import KubeFaces
 from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
@@ -50,6 +51,7 @@ def make_app(
     private: bool,
     lag_limit: float = DEFAULT_LAG_LIMIT,
     tree: ProcessTree | None = None,
+    feed: EventFeed | None = None,
 ) -> web.Application:
     """The app for one listener: `private=True` for the unix socket, False for TCP."""
     app = web.Application(
@@ -59,5 +61,6 @@ def make_app(
     app.on_response_prepare.append(_plain_server_header)
     KubeFaces(pod, metrics, private=private, lag_limit=lag_limit).add_routes(app)
     if private:
-        ControlRoutes(pod, tree or ProcessTree(), lag_limit=lag_limit).add_routes(app)
+        ControlRoutes(pod, tree or ProcessTree(), lag_limit=lag_limit,
+                      feed=feed or EventFeed()).add_routes(app)
     return app

@@ -40,6 +40,7 @@ class Proc:
     rss_bytes: int
     cpu_seconds: float  # user + system of the process itself
     reaped_cpu_seconds: float  # user + system of its children it has reaped
+    threads: int = 1
 
     @property
     def identity(self) -> Identity:
@@ -122,13 +123,15 @@ def _read_stat(pid: int) -> Proc | None:
         return None  # ended meanwhile
     fields = text.rpartition(b")")[2].split()
     # After the ")" of the name the fields count from 3 (state): ppid is 4, utime 14, stime 15,
-    # cutime 16, cstime 17, starttime 22, rss 24 (proc(5)). A zombie is no longer alive.
+    # cutime 16, cstime 17, num_threads 20, starttime 22, rss 24 (proc(5)). A zombie is no
+    # longer alive.
     if len(fields) < 22 or fields[0] == b"Z":
         return None
     return Proc(pid=pid, ppid=int(fields[1]), started=int(fields[19]),
                 rss_bytes=int(fields[21]) * _PAGE,
                 cpu_seconds=(int(fields[11]) + int(fields[12])) / _TICKS,
-                reaped_cpu_seconds=(int(fields[13]) + int(fields[14])) / _TICKS)
+                reaped_cpu_seconds=(int(fields[13]) + int(fields[14])) / _TICKS,
+                threads=int(fields[17]))
 
 
 def _read_origin(pid: int) -> Origin:

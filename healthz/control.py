@@ -18,21 +18,27 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from healthz.digits import ASCII_ONLY, foreign_digits, is_ascii_number
+from healthz.eventfeed import EventFeed, Follower, encode
 from healthz.kube import liveness_checks, readiness_checks
 from healthz.logstream import MAX_LINES, LogStream
 from healthz.model import Pod, RunRefused, ServiceSnapshot, UnknownService, VerbFailed
 from healthz.names import is_service_name
 from healthz.podctl_table import kind_of
+from healthz.ports import ports
 from healthz.proctree import ProcessTree
 from healthz.run_request import MAX_BODY, parse_run_request
 from healthz.seeding import NAME as SEEDING
 from healthz.seeding import seeding_snapshot
+from healthz.timeline import timeline
+from healthz.top import top
 
 log = structlog.get_logger("healthz.control")
 
 T = TypeVar("T")
 
 PREFIX = "/v1/"
+# A follower whose socket takes nothing for this long is cut off (its queue is bounded anyway).
+FOLLOW_WRITE_TIMEOUT = 10.0
 
 
 class ControlError(Exception):
@@ -97,9 +103,11 @@ def _flag(request: web.Request, key: str, *, default: bool) -> bool:
 class ControlRoutes:
     """Handlers of /v1/*: status, health and the verbs, all through the `Pod` protocol."""
 
-    def __init__(self, pod: Pod, tree: ProcessTree, *, lag_limit: float) -> None:
+    def __init__(self, pod: Pod, tree: ProcessTree, *, lag_limit: float,
+                 feed: EventFeed) -> None:
         self._pod = pod
         self._tree = tree
+        self._feed = feed
         self._lag_limit = lag_limit
         # Verbs in flight: kept referenced (asyncio holds tasks weakly) and cancelled when the
         # listener closes, so none outlives the loop unnoticed.
@@ -115,6 +123,10 @@ class ControlRoutes:
         app.router.add_post("/v1/run", self.run)
         app.router.add_get("/v1/check", self.check)
         app.router.add_get("/v1/logs/{name}", self.logs)
+        app.router.add_get("/v1/top", self.top)
+        app.router.add_get("/v1/ports", self.ports)
+        app.router.add_get("/v1/timeline", self.timeline)
+        app.router.add_get("/v1/events", self.events)
         # On shutdown, before aiohttp waits for handlers: a waiting request then answers at
         # once instead of holding the pod's exit for the whole shutdown timeout.
         app.on_shutdown.append(self._cancel_in_flight)
@@ -264,6 +276,80 @@ class ControlRoutes:
             raise ControlError(404, f"no log for {name} yet at {path}") from None
         except OSError as exc:
             raise ControlError(500, f"cannot read {path}: {exc.strerror or exc}") from None
+
+    async def top(self, request: web.Request) -> web.Response:
+        """Each service's whole tree: CPU, memory, threads, open files, IO (`podctl top`)."""
+        return web.json_response(top(self._pod, self._tree))
+
+    async def ports(self, request: web.Request) -> web.Response:
+        """The TCP ports listening in the pod, each with its owner (`podctl ports`)."""
+        snap = self._pod.snapshot()
+        mains = {s.name: self._pod.pids_of(s.name) for s in snap.services if s.pid is not None}
+        found = ports(self._tree.census(), mains)
+        return web.json_response({"ports": [
+            {"address": p.address, "port": p.port, "service": p.service, "pid": p.pid,
+             "via": p.via, "command": p.command} for p in found]})
+
+    async def timeline(self, request: web.Request) -> web.Response:
+        """The boot's critical chain (`podctl timeline`)."""
+        return web.json_response(timeline(self._pod.snapshot(), self._feed))
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """The engine's recent events as JSON lines; with `follow=1`, then each as it happens
+        until the client leaves or the pod ends the stream."""
+        follow = _flag(request, "follow", default=False)
+        # Both at once, with no await between: no event is lost or told twice in the seam.
+        follower = self._feed.follow() if follow else None
+        recent = self._feed.recent()
+        try:
+            response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                                   "Cache-Control": "no-store"})
+            await response.prepare(request)
+            try:
+                if recent:
+                    await asyncio.wait_for(response.write(b"".join(recent)),
+                                           FOLLOW_WRITE_TIMEOUT)
+                if follower is not None:
+                    await self._follow(request, response, follower)
+                await response.write_eof()
+            except (ConnectionError, TimeoutError):
+                # The client left, or took nothing for FOLLOW_WRITE_TIMEOUT: let it go.
+                if request.transport is not None:
+                    request.transport.close()
+            return response
+        finally:
+            if follower is not None:
+                self._feed.leave(follower)
+
+    async def _follow(self, request: web.Request, response: web.StreamResponse,
+                      follower: Follower) -> None:
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                woken = asyncio.ensure_future(follower.wakeup.wait())
+                # Woken by an event or the shutdown; once a second regardless, to notice a
+                # client that left while the pod was quiet.
+                await asyncio.wait({woken, closing}, timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                lines = follower.take()
+                if lines:
+                    await asyncio.wait_for(response.write(b"".join(lines)),
+                                           FOLLOW_WRITE_TIMEOUT)
+                follower.written()
+                if follower.dropped:
+                    log.warning("event_follower_dropped", queued=follower.limit)
+                    await asyncio.wait_for(response.write(encode({
+                        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "event": "follower_dropped", "level": "warning",
+                        "message": f"this reader fell {follower.limit} events behind; "
+                                   "follow again to go on"})), FOLLOW_WRITE_TIMEOUT)
+                    return
+                if closing.done() or request.transport is None or \
+                        request.transport.is_closing():
+                    return
+        finally:
+            closing.cancel()
 
     def _known_name(self, name: str) -> str:
         if not is_service_name(name):

@@ -20,6 +20,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from healthz.model import Pod
+from healthz.ports import ports
 from healthz.proctree import ProcessTree
 
 PREFIX = "coditect_pod"
@@ -83,10 +84,22 @@ class _SnapshotCollector(Collector):
                 if usage is not None:
                     rss.add_metric([name], float(usage.rss_bytes))
                     cpu.add_metric([name], usage.cpu_seconds)
-        unattributed = self._tree.unattributed(
-            {svc.name: self._pod.pids_of(svc.name) for svc in snap.services})
+        mains = {svc.name: self._pod.pids_of(svc.name) for svc in snap.services}
+        unattributed = self._tree.unattributed(mains)
+        # Port and owner only: this face is anonymous, so no pid or command line.
+        listening = GaugeMetricFamily(
+            f"{PREFIX}_listening_port", "1 for each TCP port listening in the pod, by the "
+            "service whose run holds it (empty: no process of the pod's).",
+            labels=["port", "service"])
+        seen: set[tuple[str, str]] = set()
+        for port in ports(self._tree.census(), mains):
+            labels = (str(port.port), port.service or "")
+            if labels not in seen:  # the same port on IPv4 and IPv6 is one series
+                seen.add(labels)
+                listening.add_metric(list(labels), 1.0)
         self._tree.forget_dead()
-        yield from (up, ready, live, restarts, exit_code, rss, cpu, log_failures, oom_kills)
+        yield from (up, ready, live, restarts, exit_code, rss, cpu, log_failures, oom_kills,
+                    listening)
         yield GaugeMetricFamily(
             f"{PREFIX}_unattributed_processes", "Live processes of the pod that no service's "
             "run accounts for (no run mark, not below a service's main process) and that are "

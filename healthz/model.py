@@ -56,6 +56,7 @@ class ServiceSnapshot:
     recent_restarts: int = 0  # crash, exit and liveness restarts inside restart_window
     restart_window: float = 600.0  # seconds: restart_budget's window, else ten minutes
     oom_kills: int = 0  # runs the kernel's OOM killer ended
+    after: tuple[str, ...] = ()  # the services it waits for (`after`, resolved): the timeline's
 
 
 @dataclass(frozen=True, slots=True)

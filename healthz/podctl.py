@@ -623,6 +623,9 @@ def build_parser() -> Parser:
     )
     sub.add_argument("--catalogue", metavar="DIR", help="check this catalogue here (default: "
                      "ask the running pod to check its own; with no pod, check it here)")
+    from healthz.podctl_observe import add_verbs  # top, timeline, events, ports
+
+    add_verbs(verb)
     sub = verb("is-ready", cmd_is_ready, "exit 0 when /readyz answers 200, else 1")
     sub.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     return parser

@@ -26,6 +26,7 @@ from healthz.connguard import (
     current_soft_limit,
 )
 from healthz.digits import is_ascii_number
+from healthz.eventfeed import EventFeed
 from healthz.metrics_deferred import Metrics
 from healthz.model import Pod
 
@@ -134,8 +135,10 @@ class HealthServer:
         unix_path: Path | None = None,
         lag_limit: float = DEFAULT_LAG_LIMIT,
         connection_limit: int | None = None,
+        feed: EventFeed | None = None,
     ) -> None:
         self._pod = pod
+        self._feed = feed
         self._metrics = metrics
         self._tcp_addr = None if tcp_addr is None else parse_addr(tcp_addr)
         self._unix_path = unix_path
@@ -187,7 +190,8 @@ class HealthServer:
         await self.stop()
 
     async def _serve(self, sock: socket.socket, *, private: bool) -> None:
-        app = make_app(self._pod, metrics=self._metrics, private=private, lag_limit=self._lag_limit)
+        app = make_app(self._pod, metrics=self._metrics, private=private, lag_limit=self._lag_limit,
+                       feed=self._feed)
         guard: ConnectionGuard | None = None
         if not private:
             limit = self._connection_limit or connection_cap(current_soft_limit())

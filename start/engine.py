@@ -15,6 +15,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from healthz.eventfeed import EventFeed
 from start.boot import Boot
 from start.catalogue import Catalogue
 from start.childenv import forget_secrets
@@ -65,6 +66,9 @@ async def _run(settings: Settings, catalogue: Catalogue, environ: dict[str, str]
     return await engine.run()
 
 
+FEED_FLUSH_TIMEOUT = 0.2  # seconds the drain waits for event followers to be handed the notice
+
+
 class Engine:
     """One pod's life in PID 1: spawn, serve, wait for a stop, drain."""
 
@@ -79,6 +83,8 @@ class Engine:
         self.console = Console(fmt=settings.log_format)
         self.console.attach(loop)
         self.events = EventLog(self.console)
+        self.feed = EventFeed()  # the control socket's followers (`podctl events -f`)
+        self.events.feed = self.feed
         self.ctx = EngineContext(loop=loop, reaper=self.reaper, console=self.console,
                                  emit=self.events, logs_dir=settings.home / "logs",
                                  base_env=environ, prespawned=spawned)
@@ -224,7 +230,7 @@ class Engine:
         # later ones give their child the pod's own limit back (start.fdlimit).
         raise_own_limit()
         server = HealthServer(self.pod, self.boot.metrics, tcp_addr=settings.health_addr,
-                              unix_path=settings.run_dir / "podctl.sock")
+                              unix_path=settings.run_dir / "podctl.sock", feed=self.feed)
         try:
             await server.start()
         except (OSError, ValueError) as error:
@@ -246,6 +252,8 @@ class Engine:
     # -- the end ----------------------------------------------------------------------------
 
     async def drain(self, server: HealthServer | None, exit_code: int) -> int:
+        # Those following the events get the notice (`signal`) before anything is stopped.
+        await self.feed.flush(FEED_FLUSH_TIMEOUT)
         if self.watcher is not None:
             self.watcher.stop()
         self.parser.kill()  # a reload's parse: its answer would be ignored now

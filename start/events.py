@@ -16,9 +16,12 @@ import json
 import os
 from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from start.logs import Console, Slot, StructlogSink
+
+if TYPE_CHECKING:
+    from healthz.eventfeed import EventFeed
 
 ENGINE = "coditect-start"  # the `service` of the pod's own events, and their `logger`
 
@@ -33,9 +36,14 @@ class EventLog:
         self._held: list[tuple[str, str, dict[str, Any], Slot]] = []
         self._logger: Any = None
         self.on_event: Callable[[], None] | None = None  # start.boot trims the heap after work
+        # Those who follow the pod over the control socket see each event as it happens, held
+        # or not (`podctl events -f`).
+        self.feed: EventFeed | None = None
 
     def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
         fields.setdefault("ts", _now())
+        if self.feed is not None:
+            self.feed.publish(event, level, fields)
         if self.on_event is not None:
             self.on_event()
         if self._logger is None:

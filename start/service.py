@@ -303,6 +303,7 @@ class Service:
             status=self._told.status if self._proc is not None else "",
             task=self.spec.task is not None,
             failed=self.failed,
+            after=tuple(self.spec.after),
         )
 
     def dependencies(self) -> list[Service]:

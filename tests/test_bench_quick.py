@@ -47,3 +47,21 @@ def test_quick_run_measures_every_tool_and_leaves_nothing_running() -> None:
     assert "stop right after start" in out
     assert "`podctl status` wall time" in out
     assert _bench_processes() <= before
+
+
+@pytest.mark.timeout(90)
+def test_a_run_writes_its_report_and_keeps_the_real_ide_section(tmp_path: Path) -> None:
+    """`--write FILE` (what `make bench` does): the report is written, and the section the
+    end-to-end tests fill is kept as it was."""
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("old report\n\n## The real Eclipse Theia\n\nkept figures\n")
+    done = subprocess.run(
+        ["unshare", "--net", "--kill-child", "--", "/bin/sh", "-c",
+         'ip link set lo up && exec "$0" -m bench.run --quick --only spawn --write "$1"',
+         str(ROOT / ".venv" / "bin" / "python"), str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=80)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = report.read_text()
+    assert "old report" not in text
+    assert "start → 5 children spawned" in text
+    assert text.endswith("## The real Eclipse Theia\n\nkept figures\n"), text[-300:]
