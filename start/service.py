@@ -142,6 +142,7 @@ class Service:
         self._told = Told()  # what the current run said of itself (sd_notify)
         self._ready_fd: ReadyFd | None = None  # ready=fd:N's pipe, until the newline
         self._gave_up = False  # on_fatal=exit has told the engine
+        self._ready_reported = False  # the readiness last reported by `readiness` (probe flips)
         if done_before:
             self._settled.set()
 
@@ -504,6 +505,18 @@ class Service:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    def _report_flip(self, was_running: bool) -> None:
+        """A running service's readiness probe changed its verdict: say so (`readiness`), so
+        that `podctl events -f` shows a probe flip without polling. The pass that made it
+        running is the lifecycle's `ready`; from then on each change is one event."""
+        now = self.ready
+        if not was_running or self.state is not State.RUNNING:
+            self._ready_reported = now
+            return
+        if now != self._ready_reported:
+            self._ready_reported = now
+            self.ctx.emit("readiness", service=self.name, ready=now, level="info")
+
     def _count_restart(self, reason: str) -> None:
         self._restarts[reason] += 1
         if lifecycle.counts_towards_budget(reason):
@@ -684,8 +697,10 @@ class Service:
         if self.ctx.metrics is not None:
             self.ctx.metrics.observe_probe(self.name, kind, result.duration, result.passed)
         if kind == "ready":
+            was_running = self.state is State.RUNNING
             if self.ready:
                 self._feed(lifecycle.ReadyPassed())
+            self._report_flip(was_running)
             self._notify()  # readiness may have changed either way
             return
         probe = self._probes.get("live")
