@@ -67,6 +67,7 @@ class PodSnapshot:
     booted_at: float
     reload_errors: tuple[str, ...] = ()
     home_problems: tuple[str, ...] = ()  # $CODITECT_HOME could not be prepared (degraded)
+    seeded: tuple[float, float] | None = None  # the seeding's wall-clock start and end
     notify_ignored: int = 0  # sd_notify datagrams from no service's run (start.notify)
 
     def service(self, name: str) -> ServiceSnapshot | None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from healthz.eventfeed import EventFeed
 from healthz.model import PodSnapshot, ServiceSnapshot
+from healthz.seeding import NAME as SEEDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,9 @@ def _released_by(svc: ServiceSnapshot, ready: dict[str, float]) -> str | None:
 def timeline(snap: PodSnapshot, feed: EventFeed) -> dict[str, object]:
     spawned = {s.name: at for s in snap.services if (at := _spawned_at(s, feed)) is not None}
     ready = {s.name: feed.first_ready[s.name] for s in snap.services if s.name in feed.first_ready}
-    origin = min([snap.booted_at, *spawned.values()])
+    # The pod's own seeding of $CODITECT_HOME came before every spawn: its first step.
+    seeded = [snap.seeded[0]] if snap.seeded is not None else []
+    origin = min([snap.booted_at, *spawned.values(), *seeded])
     released = {s.name: _released_by(s, ready) for s in snap.services}
     chain: list[str] = []
     if ready:
@@ -63,6 +66,13 @@ def timeline(snap: PodSnapshot, feed: EventFeed) -> dict[str, object]:
             waited_for=released[svc.name], critical=svc.name in chain,
         ))
     steps.sort(key=lambda s: (s.spawned is None, s.spawned or 0.0, s.name))
+    if snap.seeded is not None:
+        began, ended = snap.seeded
+        steps.insert(0, Step(name=SEEDING, after=(), spawned=round(began - origin, 4),
+                             ready=round(ended - origin, 4), took=round(max(0.0, ended - began), 4),
+                             waited_for=None, critical=bool(chain)))
+        if chain:
+            chain.append(SEEDING)  # walked back from the last ready: the seeding came first
     total = max(ready.values()) - origin if ready else None
     return {
         "origin": origin,

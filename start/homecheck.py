@@ -11,9 +11,11 @@ because coditect_init only ever adds what is missing.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 _problems: list[str] = []
+_span: list[float] = []  # wall-clock start and end of the last seeding (the timeline's first step)
 
 # What the services still get when the home could not be prepared.
 CONSEQUENCE = "the services start anyway; their logs go to stdout only until it is fixed"
@@ -24,12 +26,18 @@ def problems() -> tuple[str, ...]:
     return tuple(_problems)
 
 
+def seeding_span() -> tuple[float, float] | None:
+    """When the seeding began and ended (wall clock), if it ran in this process."""
+    return (_span[0], _span[1]) if len(_span) == 2 else None
+
+
 def prepare_home(home: Path, template: Path | None) -> list[str]:
     """Seed or complete the home and check that its logs directory is writable; every problem
     as one line (also kept for problems()), never an exception for the volume's state."""
     # Boot speed: the engine imports this module for problems(); seeding is PID 1's first step.
     from coditect_init import InitError, prepare
 
+    began = time.time()
     found: list[str] = []
     try:
         prepare(home, template)
@@ -47,4 +55,5 @@ def prepare_home(home: Path, template: Path | None) -> list[str]:
             found.append(f"{logs} is not writable by uid {os.geteuid()}; fix its owner, mode "
                          "or mount")
     _problems[:] = found
+    _span[:] = [began, time.time()]
     return found

@@ -100,6 +100,7 @@ class Pod:
         return PodSnapshot(services=services, draining=self.draining,
                            started_up=self.started_up, booted_at=self.booted_at,
                            reload_errors=self.reload_errors, home_problems=homecheck.problems(),
+                           seeded=homecheck.seeding_span(),
                            notify_ignored=notify.ignored if (notify := self.ctx.notify) else 0)
 
     def on_notify(self, pid: int, fields: dict[str, str]) -> bool:

@@ -128,8 +128,8 @@ def test_top_on_a_terminal_redraws_until_q(tmp_path: Path) -> None:
 
 def test_timeline_marks_the_chain_that_held_the_boot_up(tmp_path: Path) -> None:
     """`slow` takes 1 s to be ready (startsecs), `app` waits for it, `quick` waits for nothing:
-    the critical chain is slow → app, app was released by slow and spawned after it was
-    ready; quick is off the chain."""
+    the critical chain is the pod's own seeding → slow → app, app was released by slow and
+    spawned after it was ready; quick is off the chain; the seeding is the first step."""
     catalogue = write_catalogue(
         tmp_path / "cat", {
             "slow": {"command": "sleep 1000", "startsecs": "1"},
@@ -140,14 +140,17 @@ def test_timeline_marks_the_chain_that_held_the_boot_up(tmp_path: Path) -> None:
     try:
         pod.wait_event("ready", service="app", timeout=15)
         document = ask(pod, "timeline", "--json")
-        assert document["critical_chain"] == ["slow", "app"]
-        slow, app, quick = (service_row(document, n) for n in ("slow", "app", "quick"))
+        assert document["critical_chain"] == ["coditect-home", "slow", "app"]
+        assert document["services"][0]["name"] == "coditect-home"
+        seeding, slow, app, quick = (service_row(document, n)
+                                     for n in ("coditect-home", "slow", "app", "quick"))
+        assert seeding["spawned"] == 0.0 and seeding["ready"] <= slow["spawned"] + 0.01
         assert app["after"] == ["slow"] and app["waited_for"] == "slow"
         assert slow["took"] >= 0.9 and app["spawned"] >= slow["ready"] - 0.01
         assert slow["critical"] and app["critical"] and not quick["critical"]
         assert document["ready_after"] >= slow["ready"]
         text = podctl(pod, "timeline").stdout
-        assert "critical chain: slow -> app" in text
+        assert "critical chain: coditect-home -> slow -> app" in text
     finally:
         pod.stop()
 
