@@ -155,7 +155,7 @@ def render_timeline(document: Any) -> str:
         _dash(s["waited_for"]),
     ] for s in document.get("services", [])]
     table = _table(("  NAME", "SPAWNED", "READY", "TOOK", "AFTER", "RELEASED BY"), rows)
-    return head + table + "(* on the slowest path; times from the first spawn)\n"
+    return head + table + "(* on the slowest path; times from the boot's first step)\n"
 
 
 def cmd_timeline(ctx: Context) -> int:
