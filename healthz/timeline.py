@@ -6,7 +6,8 @@ remembers both, healthz.eventfeed), what it waited for (`after`) and which of th
 dependency that held the next one up, so the chain is where a faster boot must come from.
 
 Times are seconds from the boot's origin: the seeding of $CODITECT_HOME (the pod's own first
-step, shown as `coditect-home`), the first spawn, or the engine's own start, whichever came first. A service spawned before the engine was imported is timed by its process's own start
+step, shown as `coditect-home`), the first spawn, or the engine's own start, whichever came
+first. A service spawned before the engine was imported is timed by its process's own start
 (its `spawned` event is written at adoption, a little later).
 """
 
