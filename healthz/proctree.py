@@ -19,7 +19,12 @@ from dataclasses import dataclass
 
 from healthz.census import Census, Identity, Scanner
 
-MAP_TTL = 0.5  # seconds one pass over /proc serves; trees rarely change faster
+MAP_TTL = 0.5  # seconds one pass over /proc serves at least; trees rarely change faster
+# A pass costs PID 1 CPU in proportion to the pod's processes (~30-60 ms for 2,000): it then
+# serves long enough that passes take at most CENSUS_CPU_SHARE of a core, however often
+# /metrics or a status asks, up to MAP_TTL_MAX (how stale a busy pod's tree figures may be).
+CENSUS_CPU_SHARE = 0.01
+MAP_TTL_MAX = 10.0
 USAGE_TTL = 1.0  # seconds one reading of a tree's RSS and CPU serves
 
 
@@ -44,6 +49,7 @@ class ProcessTree:
         self._scanner = scanner or Scanner()
         self._census: Census | None = None
         self._census_at = -MAP_TTL
+        self._census_ttl = MAP_TTL
         self._usage: dict[tuple[str, tuple[int, ...]], tuple[float, TreeUsage | None]] = {}
         # Each process's CPU seconds at the two latest censuses that read it: (when, seconds).
         # Two, so that a scrape and a status inside one census both measure against the one
@@ -51,10 +57,14 @@ class ProcessTree:
         self._cpu_seen: dict[Identity, tuple[tuple[float, float], tuple[float, float] | None]] = {}
 
     def census(self) -> Census:
-        """The latest pass over /proc, taken again once it is MAP_TTL old."""
+        """The latest pass over /proc, taken again once it is older than its cost allows
+        (MAP_TTL for a small pod; see CENSUS_CPU_SHARE)."""
         now = self._clock()
-        if self._census is None or now - self._census_at >= MAP_TTL:
+        if self._census is None or now - self._census_at >= self._census_ttl:
+            cpu = time.thread_time()
             self._census, self._census_at = self._scanner.scan(), now
+            cost = time.thread_time() - cpu
+            self._census_ttl = min(MAP_TTL_MAX, max(MAP_TTL, cost / CENSUS_CPU_SHARE))
         return self._census
 
     def usage(self, root_pids: Iterable[int], service: str = "") -> TreeUsage | None:

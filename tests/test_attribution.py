@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import psutil
@@ -149,3 +150,44 @@ def test_the_census_tells_helpers_services_and_the_unattributed_apart() -> None:
         for child in children:
             child.kill()
             child.wait(10)
+
+
+class _CostlyScanner(Scanner):
+    """A real scan that also burns `cost` seconds of this thread's CPU, as a pod of thousands
+    of processes makes a pass cost."""
+
+    def __init__(self, cost: float) -> None:
+        super().__init__()
+        self.cost = cost
+        self.scans = 0
+
+    def scan(self) -> Census:
+        self.scans += 1
+        until = time.thread_time() + self.cost
+        while time.thread_time() < until:
+            pass
+        return super().scan()
+
+
+def test_a_costly_census_is_reused_long_enough_to_stay_within_its_share() -> None:
+    """A pass costing 30 ms of CPU serves 3 s (1 % of a core), not MAP_TTL: scrapes every
+    0.5 s cause one pass in 3 s; a cheap pass is reused for MAP_TTL only."""
+    from healthz.proctree import CENSUS_CPU_SHARE, MAP_TTL, ProcessTree
+
+    now = [0.0]
+    costly = _CostlyScanner(0.03)
+    tree = ProcessTree(clock=lambda: now[0], scanner=costly)
+    for _ in range(6):  # 0.0 … 2.5 s
+        tree.census()
+        now[0] += 0.5
+    assert costly.scans == 1
+    now[0] = 0.03 / CENSUS_CPU_SHARE + 0.5
+    tree.census()
+    assert costly.scans == 2
+    cheap = _CostlyScanner(0.0)
+    now[0] = 0.0
+    tree = ProcessTree(clock=lambda: now[0], scanner=cheap)
+    tree.census()
+    now[0] = MAP_TTL
+    tree.census()
+    assert cheap.scans == 2
