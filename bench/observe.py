@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench.pods import drain_then_kill
 from bench.wait import wait_for
 from healthz.podctl_client import PodClient
 from healthz.podctl_errors import PodctlError
@@ -224,12 +224,7 @@ def measure(runs: int) -> None:
               f"restart begins): {summary(late, 'ms')} late")
         follower.close()
     finally:
-        pod.send_signal(signal.SIGTERM)
-        try:
-            pod.wait(30)
-        except subprocess.TimeoutExpired:
-            pod.kill()
-            pod.wait(10)
+        drain_then_kill(pod)
 
 
 def main() -> None:

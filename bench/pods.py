@@ -36,6 +36,19 @@ STOP_LINE = b"bench: stop reading"
 _live: set[Pod] = set()
 
 
+def drain_then_kill(process: subprocess.Popen[bytes]) -> None:
+    """End an engine we started: SIGTERM first, so it stops its children (each in a session of
+    its own, which a SIGKILL of the engine would leave running), then SIGKILL if it does not
+    end within 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
 def die_with_parent() -> None:
     """preexec_fn: the child is SIGKILLed when the process that started it dies."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.pods import drain_then_kill
 from bench.wait import wait_for
 from healthz.podctl_client import PodClient
 
@@ -118,12 +118,7 @@ def measure(reloads: int) -> int:
                   f"{len(livez.failures)} failures")
         return 0
     finally:
-        pod.send_signal(signal.SIGTERM)
-        try:
-            pod.wait(30)
-        except subprocess.TimeoutExpired:
-            pod.kill()
-            pod.wait(10)
+        drain_then_kill(pod)
 
 
 def main() -> None:

@@ -389,15 +389,23 @@ class Pump:
         self._gathering: asyncio.TimerHandle | None = None
         loop.add_reader(fd, self._readable)
 
-    def _readable(self) -> None:
+    def _read(self) -> bytes | None:
+        """One read of the pipe: its bytes, or None when it is empty for now. At its end (or a
+        read error) the pump is finished and None returned too."""
         try:
             data = os.read(self.fd, CHUNK)
         except BlockingIOError:
-            return
+            return None
         except OSError:
             data = b""
         if not data:
             self._finish()
+            return None
+        return data
+
+    def _readable(self) -> None:
+        data = self._read()
+        if data is None:
             return
         now = self.loop.time()
         if len(data) < CHUNK and now - self._last_read < self.GATHER:
@@ -411,16 +419,7 @@ class Pump:
         before come before the engine's `exited` on stdout. Bounded: a grandchild that keeps
         the pipe open and writes on is read as usual."""
         for _ in range(reads):
-            if self.closed.done():
-                return
-            try:
-                data = os.read(self.fd, CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._finish()
+            if self.closed.done() or (data := self._read()) is None:
                 return
             self._take(data)
 

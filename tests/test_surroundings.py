@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.pods import drain_then_kill
 from tests.support import (
     PYTHON,
     ROOT,
@@ -31,18 +32,6 @@ CHATTY = "sh -c 'i=0; while :; do echo \"line $i\"; i=$((i+1)); sleep 0.01; done
 
 def chatty_catalogue(directory: Path) -> Path:
     return write_catalogue(directory, {"chatty": {"command": CHATTY, "startsecs": "0"}})
-
-
-def end(process: subprocess.Popen[bytes]) -> None:
-    """A drain first, so the engine stops its children (each in a session of its own, which a
-    SIGKILL of the engine would leave running), then SIGKILL if it does not end."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 def livez(port: int) -> bool:
@@ -100,7 +89,7 @@ def test_closed_stdout_is_survived_and_counted(tmp_path: Path) -> None:
         numbers = [int(line.split()[1]) for line in log.read_text().splitlines()]
         assert numbers == list(range(len(numbers)))  # the file copy lost nothing
     finally:
-        end(process)
+        drain_then_kill(process)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
@@ -161,4 +150,4 @@ def test_full_home_keeps_the_pod_running(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
-        end(process)
+        drain_then_kill(process)
